@@ -1,0 +1,30 @@
+# Courier's two entry points: `make demo` (the order fan-out demo) and
+# `make test` (everything CI checks). Both need only the Rust toolchain.
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+PLUGINS_MANIFEST := plugins/Cargo.toml
+
+.PHONY: test demo wasm-target plugins engine fmt-check clippy bench
+
+# Installs the Wasm target if it is missing (rustup is part of the toolchain).
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+# Builds every plugin of the plugins/ workspace as a Wasm component.
+plugins: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) --manifest-path $(PLUGINS_MANIFEST)
+
+engine:
+	$(CARGO) build --release -p courier
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --all --manifest-path $(PLUGINS_MANIFEST) -- --check
+
+clippy: plugins
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) --manifest-path $(PLUGINS_MANIFEST) --workspace --all-targets -- -D warnings
+
+test: fmt-check clippy plugins
+	$(CARGO) test --workspace

@@ -1,0 +1,197 @@
+//! Opening a store: fjall replays its journal, then this module rebuilds
+//! the in-memory registry from the small keyspaces.
+//!
+//! Recovery reads only metadata: per partition the last key (one seek),
+//! per subscription its cursors, out-of-order acknowledgements and pending
+//! redeliveries (both bounded by `max_unacked` and the retry set), and one
+//! counters record. Its cost is independent of the backlog's size.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Mutex, RwLock};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use tokio::sync::Notify;
+
+use super::codec::{self, Counters, PendingRecord};
+use super::config::StoreConfig;
+use super::cursor::PartState;
+use super::error::{Error, Result};
+use super::keys;
+use super::shared::Keyspaces;
+use super::subscription::{SubInner, SubscriptionRecord};
+use super::topic::{PartitionLog, Topic, TopicRecord};
+use super::writer::{MEMTABLE_BYTES, open_log_keyspace};
+
+/// Journal size after which fjall flushes memtables: bounds what a reopen
+/// must replay (and so the reopen time) to a few hundred milliseconds.
+const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What recovery hands to the store.
+pub(crate) struct Recovered {
+    pub db: Database,
+    pub ks: Keyspaces,
+    pub topics: BTreeMap<Arc<str>, Arc<Topic>>,
+    pub subscriptions: Vec<Arc<SubInner>>,
+    pub next_topic_id: u32,
+    pub next_sub_id: u32,
+}
+
+pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
+    std::fs::create_dir_all(&config.dir)?;
+    let db = Database::builder(&config.dir)
+        .cache_size(config.cache_bytes)
+        .max_journaling_size(MAX_JOURNAL_BYTES)
+        .open()
+        .map_err(|error| match error {
+            fjall::Error::Locked => Error::Locked(config.dir.clone()),
+            other => Error::from(other),
+        })?;
+    let open = |name: &str| -> Result<Keyspace> {
+        Ok(db.keyspace(name, || {
+            KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+        })?)
+    };
+    let ks = Keyspaces {
+        meta: open(keys::META)?,
+        offsets: open(keys::OFFSETS)?,
+        acked: open(keys::ACKED)?,
+        pending: open(keys::PENDING)?,
+        dead: open(keys::DEAD)?,
+        state: open(keys::STATE)?,
+    };
+    let topics = load_topics(&db, &ks)?;
+    let next_topic_id = topics.values().map(|t| t.id + 1).max().unwrap_or(0);
+    let (subscriptions, next_sub_id) = load_subscriptions(&ks, &topics)?;
+    Ok(Recovered {
+        db,
+        ks,
+        topics,
+        subscriptions,
+        next_topic_id,
+        next_sub_id,
+    })
+}
+
+fn load_topics(db: &Database, ks: &Keyspaces) -> Result<BTreeMap<Arc<str>, Arc<Topic>>> {
+    let mut topics = BTreeMap::new();
+    for guard in ks.meta.prefix(keys::TOPIC_RECORD_PREFIX) {
+        let (key, value) = guard.into_inner()?;
+        let name = std::str::from_utf8(&key[keys::TOPIC_RECORD_PREFIX.len()..])
+            .map_err(|_| corrupt_meta("topic name is not UTF-8"))?;
+        let record: TopicRecord = serde_json::from_slice(&value)
+            .map_err(|error| corrupt_meta(&format!("topic {name}: {error}")))?;
+        let partitions = (0..record.partitions)
+            .map(|partition| load_partition(db, ks, record.id, partition))
+            .collect::<Result<Vec<_>>>()?;
+        let name: Arc<str> = Arc::from(name);
+        let topic = Topic::new(record.id, Arc::clone(&name), record.settings(), partitions);
+        topics.insert(name, Arc::new(topic));
+    }
+    Ok(topics)
+}
+
+fn load_partition(db: &Database, ks: &Keyspaces, topic_id: u32, partition: u32) -> Result<PartitionLog> {
+    let keyspace = open_log_keyspace(db, topic_id, partition)?;
+    let start = match ks.offsets.get(keys::start_offset_key(topic_id, partition))? {
+        Some(value) => codec::decode_u64(&value, "start offset")?,
+        None => 0,
+    };
+    let (next, last_timestamp_ms) = match keyspace.last_key_value() {
+        Some(guard) => {
+            let (key, value) = guard.into_inner()?;
+            (keys::decode_message_key(&key)? + 1, codec::timestamp_of(&value)?)
+        }
+        None => (start, 0),
+    };
+    Ok(PartitionLog::new(keyspace, start, next.max(start), last_timestamp_ms))
+}
+
+type PerPartition<T> = HashMap<(u32, u32), Vec<T>>;
+
+fn load_subscriptions(
+    ks: &Keyspaces,
+    topics: &BTreeMap<Arc<str>, Arc<Topic>>,
+) -> Result<(Vec<Arc<SubInner>>, u32)> {
+    let mut acked: PerPartition<u64> = HashMap::new();
+    for guard in ks.acked.iter() {
+        let (sub, partition, offset) = keys::decode_delivery_key(&guard.key()?)?;
+        acked.entry((sub, partition)).or_default().push(offset);
+    }
+    let mut pending: PerPartition<(u64, PendingRecord)> = HashMap::new();
+    for guard in ks.pending.iter() {
+        let (key, value) = guard.into_inner()?;
+        let (sub, partition, offset) = keys::decode_delivery_key(&key)?;
+        let record = codec::decode_pending(&value)?;
+        pending.entry((sub, partition)).or_default().push((offset, record));
+    }
+    let mut subscriptions = Vec::new();
+    let mut next_sub_id = 0;
+    for guard in ks.meta.prefix(keys::SUBSCRIPTION_RECORD_PREFIX) {
+        let (_, value) = guard.into_inner()?;
+        let record: SubscriptionRecord = serde_json::from_slice(&value)
+            .map_err(|error| corrupt_meta(&format!("subscription: {error}")))?;
+        next_sub_id = next_sub_id.max(record.id + 1);
+        let Some(topic) = topics.get(record.topic.as_str()) else {
+            tracing::warn!(subscriber = %record.subscriber, topic = %record.topic, "subscription of a missing topic ignored");
+            continue;
+        };
+        let sub = load_subscription(ks, &record, topic, &mut acked, &mut pending)?;
+        subscriptions.push(Arc::new(sub));
+    }
+    Ok((subscriptions, next_sub_id))
+}
+
+fn load_subscription(
+    ks: &Keyspaces,
+    record: &SubscriptionRecord,
+    topic: &Arc<Topic>,
+    acked: &mut PerPartition<u64>,
+    pending: &mut PerPartition<(u64, PendingRecord)>,
+) -> Result<SubInner> {
+    let mut parts = Vec::with_capacity(topic.partitions.len());
+    for (partition, log) in topic.partitions.iter().enumerate() {
+        let partition = partition as u32;
+        let committed = match ks.offsets.get(keys::cursor_key(record.id, partition))? {
+            Some(value) => codec::decode_u64(&value, "cursor")?,
+            None => log.start(),
+        };
+        // Retention may have moved the start past a cursor whose update was
+        // lost with the crash; the truncation itself was durable.
+        let committed = committed.max(log.start());
+        let key = (record.id, partition);
+        let state = PartState::recover(
+            committed,
+            acked.remove(&key).unwrap_or_default(),
+            pending.remove(&key).unwrap_or_default(),
+        );
+        parts.push(Mutex::new(state));
+    }
+    let counters = match ks.offsets.get(keys::counters_key(record.id))? {
+        Some(value) => codec::decode_counters(&value)?,
+        None => Counters::default(),
+    };
+    let next_dead_seq = match ks.dead.prefix(keys::subscription_prefix(record.id)).next_back() {
+        Some(guard) => keys::decode_dead_key(&guard.key()?)?.1 + 1,
+        None => 0,
+    };
+    Ok(SubInner {
+        id: record.id,
+        subscriber: Arc::from(record.subscriber.as_str()),
+        topic: Arc::clone(topic),
+        settings: RwLock::new(record.settings()),
+        parts,
+        counters: Mutex::new(counters),
+        next_dead_seq: AtomicU64::new(next_dead_seq),
+        changed: Notify::new(),
+        removed: AtomicBool::new(false),
+    })
+}
+
+fn corrupt_meta(detail: &str) -> Error {
+    Error::Corrupt {
+        what: "registry",
+        detail: detail.to_owned(),
+    }
+}

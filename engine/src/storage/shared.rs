@@ -1,0 +1,212 @@
+//! State shared by the store's handles, its writer thread and its
+//! maintenance thread: the fjall handles, the in-memory registry of topics
+//! and subscriptions, health flags and counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fjall::{Database, Keyspace};
+
+use super::config::StoreConfig;
+use super::error::{Error, Result};
+use super::subscription::SubInner;
+use super::topic::Topic;
+use super::writer::Command;
+
+/// The fixed keyspaces besides the partition logs.
+pub(crate) struct Keyspaces {
+    pub meta: Keyspace,
+    pub offsets: Keyspace,
+    pub acked: Keyspace,
+    pub pending: Keyspace,
+    pub dead: Keyspace,
+    pub state: Keyspace,
+}
+
+/// Subscriptions by (subscriber, topic).
+pub(crate) type SubscriptionMap = BTreeMap<(Arc<str>, Arc<str>), Arc<SubInner>>;
+
+pub(crate) struct Shared {
+    pub db: Database,
+    pub ks: Keyspaces,
+    pub config: StoreConfig,
+    pub topics: RwLock<BTreeMap<Arc<str>, Arc<Topic>>>,
+    pub subscriptions: RwLock<SubscriptionMap>,
+    pub commands: flume::Sender<Command>,
+    /// Set once a write failed: the store then refuses writes until reopened.
+    failure: Mutex<Option<String>>,
+    failed: AtomicBool,
+    /// Why appends are refused right now (disk limits), if they are.
+    full: Mutex<Option<String>>,
+    is_full: AtomicBool,
+    closed: AtomicBool,
+    pub stats: Stats,
+}
+
+impl Shared {
+    pub fn new(
+        db: Database,
+        ks: Keyspaces,
+        config: StoreConfig,
+        commands: flume::Sender<Command>,
+    ) -> Self {
+        Shared {
+            db,
+            ks,
+            config,
+            topics: RwLock::default(),
+            subscriptions: RwLock::default(),
+            commands,
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            full: Mutex::new(None),
+            is_full: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Errors if the store can take no writes at all.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            let reason = lock(&self.failure).clone().unwrap_or_default();
+            return Err(Error::Failed(reason));
+        }
+        Ok(())
+    }
+
+    /// Errors if appends are refused (disk limits), or no writes work.
+    pub fn check_appendable(&self) -> Result<()> {
+        self.check_writable()?;
+        if self.is_full.load(Ordering::Acquire) {
+            let reason = lock(&self.full).clone().unwrap_or_default();
+            return Err(Error::StorageFull(reason));
+        }
+        Ok(())
+    }
+
+    pub fn fail(&self, reason: String) {
+        let mut failure = lock(&self.failure);
+        if failure.is_none() {
+            tracing::error!(%reason, "storage write failed; refusing writes until restart");
+            *failure = Some(reason);
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    pub fn set_full(&self, reason: Option<String>) {
+        let mut full = lock(&self.full);
+        match (&*full, &reason) {
+            (None, Some(why)) => tracing::warn!(reason = %why, "refusing appends: storage is full"),
+            (Some(_), None) => tracing::info!("accepting appends again: storage has room"),
+            _ => {}
+        }
+        self.is_full.store(reason.is_some(), Ordering::Release);
+        *full = reason;
+    }
+
+    pub fn full_reason(&self) -> Option<String> {
+        lock(&self.full).clone()
+    }
+
+    pub fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Queues a command for the writer, waiting while its queue is full.
+    pub async fn send(&self, command: Command) -> Result<()> {
+        self.commands
+            .send_async(command)
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        read(&self.topics).get(name).cloned()
+    }
+
+    pub fn subscription(&self, subscriber: &str, topic: &str) -> Option<Arc<SubInner>> {
+        let key = (Arc::from(subscriber), Arc::from(topic));
+        read(&self.subscriptions).get(&key).cloned()
+    }
+
+    /// Subscriptions of one topic.
+    pub fn subscriptions_of(&self, topic: &Topic) -> Vec<Arc<SubInner>> {
+        read(&self.subscriptions)
+            .values()
+            .filter(|sub| sub.topic.id == topic.id)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Upper bounds (seconds) of the fsync latency histogram buckets.
+pub const FSYNC_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+];
+
+/// Monotonic counters, updated by the writer (relaxed atomics: readers
+/// only need eventually consistent totals).
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub appended: AtomicU64,
+    pub acked: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub expired: AtomicU64,
+    pub group_commits: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub fsync_micros: AtomicU64,
+    /// Per bucket of `FSYNC_BUCKETS`, plus one for larger values.
+    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len() + 1],
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn observe_fsync(&self, took: Duration) {
+        Stats::add(&self.fsyncs, 1);
+        Stats::add(&self.fsync_micros, took.as_micros() as u64);
+        let seconds = took.as_secs_f64();
+        let bucket = FSYNC_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(FSYNC_BUCKETS.len());
+        self.fsync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// Locks a mutex, recovering from poisoning: the data it guards is kept
+/// consistent by construction (every critical section is a pure update),
+/// so a panic elsewhere must not take the whole store down.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

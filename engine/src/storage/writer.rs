@@ -1,0 +1,861 @@
+//! The writer thread: the only code that writes to fjall.
+//!
+//! Every mutation (appends, settlements with their effects, subscription
+//! and topic changes, retention) is a [`Command`] on one bounded queue. The
+//! writer takes whatever is queued (up to a bound), applies it all to one
+//! atomic fjall batch, commits, fsyncs once (group commit), publishes the
+//! new durable ends of the touched partitions and only then answers every
+//! caller. One thread owning all writes means offsets need no locks and
+//! one fsync is shared by every producer and consumer waiting at that
+//! moment.
+//!
+//! It must never block on anything but fjall: no async, no network.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use fjall::{KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
+use tokio::sync::oneshot;
+
+use super::codec::{self, Counters, DeadRecord};
+use super::config::{FsyncPolicy, SubscriptionSettings, TopicSettings};
+use super::cursor::{LeaseTicket, Op, PartState};
+use super::error::{Error, Result};
+use super::keys;
+use super::shared::{Shared, Stats, lock, now_ms, write};
+use super::subscription::{SettleReport, SubInner, SubscriptionRecord};
+use super::topic::{PartitionLog, Topic, TopicRecord};
+use super::types::{Outcome, Position, StateOp};
+
+/// Most commands folded into one group commit: bounds the batch's memory
+/// and the latency of the first command in it.
+const MAX_GROUP_COMMANDS: usize = 1024;
+/// Most dead letters one replay or purge command touches, so one huge
+/// dead-letter store cannot stall every other writer for long.
+pub(crate) const MAX_DEAD_PER_COMMAND: usize = 10_000;
+/// Memtable size of every keyspace: small enough that dozens of partitions
+/// stay within the memory budget, large enough for sequential flushes.
+pub(crate) const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A message to publish as an effect, prepared (validated and encoded) by
+/// the caller so the writer only assigns an offset.
+#[derive(Debug)]
+pub(crate) struct PreparedPublish {
+    pub topic: String,
+    /// xxh3 of the key, or `None` for round-robin.
+    pub key_hash: Option<u64>,
+    pub encoded: Vec<u8>,
+}
+
+/// One settled message as the writer receives it.
+#[derive(Debug)]
+pub(crate) struct PreparedSettlement {
+    pub offset: u64,
+    pub outcome: Outcome,
+    pub publishes: Vec<PreparedPublish>,
+    pub state: Vec<StateOp>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// Everything the writer can be asked to do.
+pub(crate) enum Command {
+    CreateTopic {
+        name: String,
+        settings: TopicSettings,
+        reply: Reply<Arc<Topic>>,
+    },
+    Append {
+        topic: Arc<Topic>,
+        /// (partition, encoded message)
+        records: Vec<(u32, Vec<u8>)>,
+        reply: Reply<Vec<Position>>,
+    },
+    Subscribe {
+        subscriber: String,
+        topic: Arc<Topic>,
+        settings: SubscriptionSettings,
+        reply: Reply<Arc<SubInner>>,
+    },
+    Unsubscribe {
+        sub: Arc<SubInner>,
+        reply: Reply<()>,
+    },
+    Settle {
+        sub: Arc<SubInner>,
+        ticket: LeaseTicket,
+        results: Vec<PreparedSettlement>,
+        reply: Reply<SettleReport>,
+    },
+    Seek {
+        sub: Arc<SubInner>,
+        /// Target per partition (None: unchanged), clamped to what exists.
+        targets: Vec<Option<u64>>,
+        reply: Reply<()>,
+    },
+    ReplayDead {
+        sub: Arc<SubInner>,
+        reply: Reply<u64>,
+    },
+    PurgeDead {
+        sub: Arc<SubInner>,
+        reply: Reply<u64>,
+    },
+    Truncate {
+        topic: Arc<Topic>,
+        partition: u32,
+        floor: u64,
+        reply: Reply<()>,
+    },
+    Sync {
+        reply: Reply<()>,
+    },
+    Shutdown,
+}
+
+/// Deferred answer to a command, sent once the group's fate is known.
+type Done = Box<dyn FnOnce(Option<&Error>) + Send>;
+
+fn done<T: Send + 'static>(reply: Reply<T>, value: T) -> Done {
+    Box::new(move |failure| {
+        let result = match failure {
+            None => Ok(value),
+            Some(error) => Err(Error::Failed(error.to_string())),
+        };
+        // The caller may have given up waiting; that is fine.
+        let _ = reply.send(result);
+    })
+}
+
+/// One group commit in the making.
+struct Group {
+    batch: OwnedWriteBatch,
+    /// State values written earlier in this group (None = deleted), so an
+    /// increment sees the writes queued before it.
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Partitions appended to: their durable ends move after the commit.
+    touched: Vec<(Arc<Topic>, u32)>,
+    touched_set: HashSet<(u32, u32)>,
+    /// Subscriptions whose waiters must be woken after the commit.
+    woken: Vec<Arc<SubInner>>,
+    /// fsync with this group whatever the policy says.
+    force_sync: bool,
+    done: Vec<Done>,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    commands: flume::Receiver<Command>,
+    next_topic_id: u32,
+    next_sub_id: u32,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        commands: flume::Receiver<Command>,
+        next_topic_id: u32,
+        next_sub_id: u32,
+    ) -> Self {
+        Writer {
+            shared,
+            commands,
+            next_topic_id,
+            next_sub_id,
+            last_sync: Instant::now(),
+            unsynced: false,
+        }
+    }
+
+    /// Runs until a `Shutdown` command (or every sender is gone), then
+    /// makes everything durable.
+    pub fn run(mut self) {
+        while let Some(first) = self.next_command() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP_COMMANDS {
+                match self.commands.try_recv() {
+                    Ok(command) => group.push(command),
+                    Err(_) => break,
+                }
+            }
+            let shutdown = group.iter().any(|c| matches!(c, Command::Shutdown));
+            self.commit_group(group);
+            if shutdown {
+                break;
+            }
+        }
+        if self.shared.failure().is_none()
+            && let Err(error) = self.shared.db.persist(PersistMode::SyncAll)
+        {
+            self.shared.fail(format!("final fsync failed: {error}"));
+        }
+    }
+
+    /// Waits for the next command; under the interval policy, wakes up to
+    /// fsync when the interval has passed.
+    fn next_command(&mut self) -> Option<Command> {
+        loop {
+            let interval = match self.shared.config.fsync {
+                FsyncPolicy::Interval(interval) if self.unsynced => interval,
+                _ => return self.commands.recv().ok(),
+            };
+            let wait = interval.saturating_sub(self.last_sync.elapsed());
+            match self.commands.recv_timeout(wait) {
+                Ok(command) => return Some(command),
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    if let Err(error) = self.fsync() {
+                        self.shared.fail(format!("fsync failed: {error}"));
+                    }
+                }
+                Err(flume::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    fn fsync(&mut self) -> Result<()> {
+        let started = Instant::now();
+        self.shared.db.persist(PersistMode::SyncData)?;
+        self.shared.stats.observe_fsync(started.elapsed());
+        self.last_sync = Instant::now();
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn commit_group(&mut self, commands: Vec<Command>) {
+        let mut group = Group {
+            batch: self.shared.db.batch(),
+            overlay: HashMap::new(),
+            touched: Vec::new(),
+            touched_set: HashSet::new(),
+            woken: Vec::new(),
+            force_sync: false,
+            done: Vec::with_capacity(commands.len()),
+        };
+        let mut failure = self.shared.check_writable().err();
+        for command in commands {
+            if let Some(error) = &failure {
+                refuse(command, error);
+                continue;
+            }
+            if let Err(error) = self.apply(command, &mut group) {
+                // A read failed halfway through a command: the batch may hold
+                // part of it, so nothing of this group may commit.
+                self.shared.fail(format!("storage read failed while writing: {error}"));
+                failure = Some(error);
+            }
+        }
+        if let Some(error) = failure {
+            finish(group.done, Some(&error));
+            return;
+        }
+        let outcome = self.commit(group.batch, group.force_sync);
+        match outcome {
+            Ok(()) => {
+                Stats::add(&self.shared.stats.group_commits, 1);
+                for (topic, partition) in &group.touched {
+                    if let Some(log) = topic.partition(*partition) {
+                        let next = log.next.load(Ordering::Acquire);
+                        log.durable.send_if_modified(|end| {
+                            let moved = *end != next;
+                            *end = next;
+                            moved
+                        });
+                    }
+                }
+                for sub in &group.woken {
+                    sub.changed.notify_waiters();
+                }
+                finish(group.done, None);
+            }
+            Err(error) => {
+                self.shared.fail(format!("commit failed: {error}"));
+                finish(group.done, Some(&error));
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: OwnedWriteBatch, force_sync: bool) -> Result<()> {
+        if !batch.is_empty() {
+            batch.commit()?;
+            self.unsynced = true;
+        }
+        let due = force_sync
+            || match self.shared.config.fsync {
+                FsyncPolicy::Always => self.unsynced,
+                FsyncPolicy::Interval(interval) => {
+                    self.unsynced && self.last_sync.elapsed() >= interval
+                }
+                FsyncPolicy::Never => false,
+            };
+        if due {
+            self.fsync()?;
+        }
+        Ok(())
+    }
+
+    /// Applies one command to the group. Validation errors are answered
+    /// right away and write nothing; an `Err` means a read failed midway.
+    fn apply(&mut self, command: Command, group: &mut Group) -> Result<()> {
+        match command {
+            Command::CreateTopic {
+                name,
+                settings,
+                reply,
+            } => match self.create_topic(&name, settings, group) {
+                Ok(topic) => group.done.push(done(reply, topic)),
+                Err(error) => answer(reply, Err(error)),
+            },
+            Command::Append {
+                topic,
+                records,
+                reply,
+            } => {
+                let positions = self.append(&topic, records, group);
+                group.done.push(done(reply, positions));
+            }
+            Command::Subscribe {
+                subscriber,
+                topic,
+                settings,
+                reply,
+            } => {
+                let sub = self.subscribe(&subscriber, topic, settings, group);
+                group.done.push(done(reply, sub));
+            }
+            Command::Unsubscribe { sub, reply } => {
+                self.unsubscribe(&sub, group)?;
+                group.done.push(done(reply, ()));
+            }
+            Command::Settle {
+                sub,
+                ticket,
+                results,
+                reply,
+            } => match self.settle(&sub, &ticket, results, group)? {
+                Ok(report) => group.done.push(done(reply, report)),
+                Err(error) => answer(reply, Err(error)),
+            },
+            Command::Seek {
+                sub,
+                targets,
+                reply,
+            } => {
+                self.seek(&sub, &targets, group);
+                group.done.push(done(reply, ()));
+            }
+            Command::ReplayDead { sub, reply } => {
+                let count = self.replay_dead(&sub, group)?;
+                group.done.push(done(reply, count));
+            }
+            Command::PurgeDead { sub, reply } => {
+                let count = self.purge_dead(&sub, group)?;
+                group.done.push(done(reply, count));
+            }
+            Command::Truncate {
+                topic,
+                partition,
+                floor,
+                reply,
+            } => {
+                self.truncate(&topic, partition, floor, group);
+                group.done.push(done(reply, ()));
+            }
+            Command::Sync { reply } => {
+                // fsync with this group whatever the policy says.
+                group.force_sync = true;
+                group.done.push(done(reply, ()));
+            }
+            Command::Shutdown => {}
+        }
+        Ok(())
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        settings: TopicSettings,
+        group: &mut Group,
+    ) -> Result<Arc<Topic>> {
+        if let Some(existing) = self.shared.topic(name) {
+            if existing.settings.partitions != settings.partitions {
+                return Err(Error::TopicConflict {
+                    name: name.to_owned(),
+                    existing: existing.settings.partitions,
+                    requested: settings.partitions,
+                });
+            }
+            return Ok(existing);
+        }
+        keys::validate_name("topic", name)?;
+        settings.validate()?;
+        let id = self.next_topic_id;
+        let partitions = (0..settings.partitions)
+            .map(|partition| {
+                let keyspace = open_log_keyspace(&self.shared.db, id, partition)?;
+                Ok(PartitionLog::new(keyspace, 0, 0, 0))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.next_topic_id += 1;
+        let record = TopicRecord::new(id, &settings, now_ms());
+        let json = serde_json::to_vec(&record).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        group
+            .batch
+            .insert(&self.shared.ks.meta, keys::topic_record_key(name), json);
+        let topic = Arc::new(Topic::new(id, Arc::from(name), settings, partitions));
+        write(&self.shared.topics).insert(Arc::clone(&topic.name), Arc::clone(&topic));
+        tracing::info!(topic = name, partitions = settings.partitions, "created topic");
+        Ok(topic)
+    }
+
+    fn append(
+        &mut self,
+        topic: &Arc<Topic>,
+        records: Vec<(u32, Vec<u8>)>,
+        group: &mut Group,
+    ) -> Vec<Position> {
+        let now = now_ms();
+        let mut positions = Vec::with_capacity(records.len());
+        for (partition, encoded) in records {
+            positions.push(self.append_one(topic, partition, encoded, now, group));
+        }
+        Stats::add(&self.shared.stats.appended, positions.len() as u64);
+        positions
+    }
+
+    fn append_one(
+        &mut self,
+        topic: &Arc<Topic>,
+        partition: u32,
+        mut encoded: Vec<u8>,
+        now: u64,
+        group: &mut Group,
+    ) -> Position {
+        // Callers validated the partition against this very topic.
+        let log = &topic.partitions[partition as usize];
+        let offset = log.next.fetch_add(1, Ordering::AcqRel);
+        let timestamp = now.max(log.last_timestamp_ms.load(Ordering::Relaxed));
+        log.last_timestamp_ms.store(timestamp, Ordering::Relaxed);
+        codec::stamp(&mut encoded, timestamp);
+        group
+            .batch
+            .insert(&log.keyspace, keys::message_key(offset), encoded);
+        if group.touched_set.insert((topic.id, partition)) {
+            group.touched.push((Arc::clone(topic), partition));
+        }
+        Position { partition, offset }
+    }
+
+    fn subscribe(
+        &mut self,
+        subscriber: &str,
+        topic: Arc<Topic>,
+        settings: SubscriptionSettings,
+        group: &mut Group,
+    ) -> Arc<SubInner> {
+        if let Some(existing) = self.shared.subscription(subscriber, &topic.name) {
+            if existing.settings() != settings {
+                *write(&existing.settings) = settings;
+                let record = SubscriptionRecord::new(existing.id, subscriber, &topic.name, &settings);
+                self.put_subscription_record(&record, group);
+                group.woken.push(Arc::clone(&existing));
+            }
+            return existing;
+        }
+        let id = self.next_sub_id;
+        self.next_sub_id += 1;
+        let record = SubscriptionRecord::new(id, subscriber, &topic.name, &settings);
+        self.put_subscription_record(&record, group);
+        let mut parts = Vec::with_capacity(topic.partitions.len());
+        for (partition, log) in topic.partitions.iter().enumerate() {
+            let start = match settings.start {
+                super::config::StartPosition::Earliest => log.start(),
+                super::config::StartPosition::Latest => log.next.load(Ordering::Acquire),
+            };
+            let key = keys::cursor_key(id, partition as u32);
+            group
+                .batch
+                .insert(&self.shared.ks.offsets, key, codec::encode_u64(start));
+            parts.push(std::sync::Mutex::new(PartState::recover(start, [], [])));
+        }
+        let sub = Arc::new(SubInner {
+            id,
+            subscriber: Arc::from(subscriber),
+            topic: Arc::clone(&topic),
+            settings: std::sync::RwLock::new(settings),
+            parts,
+            counters: std::sync::Mutex::new(Counters::default()),
+            next_dead_seq: std::sync::atomic::AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+            removed: std::sync::atomic::AtomicBool::new(false),
+        });
+        let key = (Arc::clone(&sub.subscriber), Arc::clone(&topic.name));
+        write(&self.shared.subscriptions).insert(key, Arc::clone(&sub));
+        tracing::info!(subscriber, topic = %topic.name, "created subscription");
+        sub
+    }
+
+    fn put_subscription_record(&self, record: &SubscriptionRecord, group: &mut Group) {
+        // Serialising a struct of numbers and strings cannot fail.
+        let json = serde_json::to_vec(record).unwrap_or_default();
+        let key = keys::subscription_record_key(record.id);
+        group.batch.insert(&self.shared.ks.meta, key, json);
+    }
+
+    fn unsubscribe(&mut self, sub: &Arc<SubInner>, group: &mut Group) -> Result<()> {
+        if sub.removed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let ks = &self.shared.ks;
+        group
+            .batch
+            .remove(&ks.meta, keys::subscription_record_key(sub.id));
+        group.batch.remove(&ks.offsets, keys::counters_key(sub.id));
+        for partition in 0..sub.topic.partition_count() {
+            group
+                .batch
+                .remove(&ks.offsets, keys::cursor_key(sub.id, partition));
+        }
+        let prefix = keys::subscription_prefix(sub.id);
+        for keyspace in [&ks.acked, &ks.pending, &ks.dead] {
+            for guard in keyspace.prefix(prefix) {
+                let key = guard.key()?;
+                group.batch.remove(keyspace, key);
+            }
+        }
+        let key = (Arc::clone(&sub.subscriber), Arc::clone(&sub.topic.name));
+        write(&self.shared.subscriptions).remove(&key);
+        group.woken.push(Arc::clone(sub));
+        tracing::info!(subscriber = %sub.subscriber, topic = %sub.topic.name, "removed subscription");
+        Ok(())
+    }
+
+    /// Settles a batch. The outer `Result` is a read failure (fatal for the
+    /// group); the inner one is this command's own answer.
+    fn settle(
+        &mut self,
+        sub: &Arc<SubInner>,
+        ticket: &LeaseTicket,
+        results: Vec<PreparedSettlement>,
+        group: &mut Group,
+    ) -> Result<Result<SettleReport>> {
+        if sub.removed.load(Ordering::Acquire) {
+            return Ok(Err(Error::UnknownSubscription {
+                subscriber: sub.subscriber.to_string(),
+                topic: sub.topic.name.to_string(),
+            }));
+        }
+        let Some(part) = sub.parts.get(ticket.partition as usize) else {
+            return Ok(Err(Error::InvalidArgument("lease of an unknown partition".into())));
+        };
+        let settings = sub.settings();
+        let outcomes: Vec<(u64, &Outcome)> = results.iter().map(|r| (r.offset, &r.outcome)).collect();
+        let settled = lock(part).settle(&settings, ticket, &outcomes, now_ms());
+        drop(outcomes);
+        self.write_ops(sub, ticket.partition, settled.ops, group)?;
+        let mut results: Vec<Option<PreparedSettlement>> = results.into_iter().map(Some).collect();
+        for index in settled.accepted {
+            if let Some(result) = results.get_mut(index).and_then(Option::take) {
+                self.apply_effects(&sub.subscriber, result, group)?;
+            }
+        }
+        let stats = &self.shared.stats;
+        Stats::add(&stats.acked, settled.acked);
+        Stats::add(&stats.retried, settled.retried);
+        Stats::add(&stats.dead_lettered, settled.dead_lettered);
+        if settled.retried > 0 || settled.dead_lettered > 0 {
+            group.woken.push(Arc::clone(sub));
+        }
+        Ok(Ok(SettleReport {
+            acked: settled.acked,
+            retried: settled.retried,
+            dead_lettered: settled.dead_lettered,
+            stale: settled.stale,
+        }))
+    }
+
+    fn write_ops(
+        &mut self,
+        sub: &Arc<SubInner>,
+        partition: u32,
+        ops: Vec<Op>,
+        group: &mut Group,
+    ) -> Result<()> {
+        let ks = &self.shared.ks;
+        let mut counters_changed = false;
+        for op in ops {
+            match op {
+                Op::Cursor(offset) => {
+                    let key = keys::cursor_key(sub.id, partition);
+                    group.batch.insert(&ks.offsets, key, codec::encode_u64(offset));
+                }
+                Op::AckedInsert(offset) => {
+                    let key = keys::delivery_key(sub.id, partition, offset);
+                    group.batch.insert(&ks.acked, key, []);
+                }
+                Op::AckedRemove(offset) => {
+                    // Written once, removed once: a weak tombstone vanishes
+                    // with the value in compaction instead of piling up.
+                    let key = keys::delivery_key(sub.id, partition, offset);
+                    group.batch.remove_weak(&ks.acked, key);
+                }
+                Op::PendingPut(offset, record) => {
+                    let key = keys::delivery_key(sub.id, partition, offset);
+                    group.batch.insert(&ks.pending, key, codec::encode_pending(&record));
+                }
+                Op::PendingRemove(offset) => {
+                    let key = keys::delivery_key(sub.id, partition, offset);
+                    group.batch.remove(&ks.pending, key);
+                }
+                Op::Dead {
+                    offset,
+                    attempts,
+                    reason,
+                    copy,
+                } => {
+                    let message = match copy {
+                        Some(copy) => copy,
+                        None => read_message(&sub.topic, partition, offset)?,
+                    };
+                    let record = DeadRecord {
+                        partition,
+                        offset,
+                        attempts,
+                        failed_at_ms: now_ms(),
+                        reason,
+                        message,
+                    };
+                    let seq = sub.next_dead_seq.fetch_add(1, Ordering::AcqRel);
+                    let key = keys::dead_key(sub.id, seq);
+                    group.batch.insert(&ks.dead, key, codec::encode_dead(&record));
+                    lock(&sub.counters).dead_letters += 1;
+                    counters_changed = true;
+                    tracing::debug!(subscriber = %sub.subscriber, topic = %sub.topic.name, partition, offset, "dead-lettered");
+                }
+            }
+        }
+        if counters_changed {
+            self.write_counters(sub, group);
+        }
+        Ok(())
+    }
+
+    fn write_counters(&self, sub: &SubInner, group: &mut Group) {
+        let counters = *lock(&sub.counters);
+        let key = keys::counters_key(sub.id);
+        group
+            .batch
+            .insert(&self.shared.ks.offsets, key, codec::encode_counters(&counters));
+    }
+
+    fn apply_effects(
+        &mut self,
+        namespace: &str,
+        settlement: PreparedSettlement,
+        group: &mut Group,
+    ) -> Result<()> {
+        let now = now_ms();
+        for publish in settlement.publishes {
+            let topic = match self.shared.topic(&publish.topic) {
+                Some(topic) => topic,
+                None => self.create_topic(&publish.topic, self.shared.config.default_topic, group)?,
+            };
+            let partition = match publish.key_hash {
+                Some(hash) => (hash % u64::from(topic.partition_count())) as u32,
+                None => topic.partition_for(None),
+            };
+            self.append_one(&topic, partition, publish.encoded, now, group);
+            Stats::add(&self.shared.stats.appended, 1);
+        }
+        for op in settlement.state {
+            self.apply_state_op(namespace, op, group)?;
+        }
+        Ok(())
+    }
+
+    fn apply_state_op(&mut self, namespace: &str, op: StateOp, group: &mut Group) -> Result<()> {
+        let state = &self.shared.ks.state;
+        match op {
+            StateOp::Set { key, value } => {
+                let key = keys::state_key(namespace, &key);
+                group.batch.insert(state, key.clone(), value.clone());
+                group.overlay.insert(key, Some(value));
+            }
+            StateOp::Delete { key } => {
+                let key = keys::state_key(namespace, &key);
+                group.batch.remove(state, key.clone());
+                group.overlay.insert(key, None);
+            }
+            StateOp::Increment { key, delta } => {
+                let key = keys::state_key(namespace, &key);
+                let current = match group.overlay.get(&key) {
+                    Some(value) => value.clone(),
+                    None => state.get(&key)?.map(|value| value.to_vec()),
+                };
+                // A value that is not a decimal integer counts as 0: the host
+                // refuses to stage increments on such values, so this only
+                // happens when a concurrent `set` raced the increment.
+                let base = current
+                    .as_deref()
+                    .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                    .and_then(|text| text.trim().parse::<i64>().ok())
+                    .unwrap_or(0);
+                let value = base.saturating_add(delta).to_string().into_bytes();
+                group.batch.insert(state, key.clone(), value.clone());
+                group.overlay.insert(key, Some(value));
+            }
+        }
+        Ok(())
+    }
+
+    fn seek(&mut self, sub: &Arc<SubInner>, targets: &[Option<u64>], group: &mut Group) {
+        for (partition, target) in targets.iter().enumerate() {
+            let (Some(part), Some(target)) = (sub.parts.get(partition), target) else {
+                continue;
+            };
+            let ops = lock(part).seek(*target);
+            // Seek ops never include dead letters, so no reads can fail.
+            let _ = self.write_ops(sub, partition as u32, ops, group);
+        }
+        group.woken.push(Arc::clone(sub));
+    }
+
+    fn replay_dead(&mut self, sub: &Arc<SubInner>, group: &mut Group) -> Result<u64> {
+        let ks = &self.shared.ks;
+        let now = now_ms();
+        let mut count = 0;
+        for guard in ks.dead.prefix(keys::subscription_prefix(sub.id)) {
+            if count as usize >= MAX_DEAD_PER_COMMAND {
+                break;
+            }
+            let (key, value) = guard.into_inner()?;
+            let record = codec::decode_dead(&value)?;
+            let Some(part) = sub.parts.get(record.partition as usize) else {
+                continue;
+            };
+            let op = lock(part).replay(record.offset, record.message, now);
+            if let Op::PendingPut(offset, pending) = op {
+                let pending_key = keys::delivery_key(sub.id, record.partition, offset);
+                group.batch.insert(&ks.pending, pending_key, codec::encode_pending(&pending));
+            }
+            group.batch.remove(&ks.dead, key);
+            count += 1;
+        }
+        if count > 0 {
+            let mut counters = lock(&sub.counters);
+            counters.dead_letters = counters.dead_letters.saturating_sub(count);
+            drop(counters);
+            self.write_counters(sub, group);
+            group.woken.push(Arc::clone(sub));
+        }
+        Ok(count)
+    }
+
+    fn purge_dead(&mut self, sub: &Arc<SubInner>, group: &mut Group) -> Result<u64> {
+        let ks = &self.shared.ks;
+        let mut count = 0;
+        for guard in ks.dead.prefix(keys::subscription_prefix(sub.id)) {
+            if count as usize >= MAX_DEAD_PER_COMMAND {
+                break;
+            }
+            group.batch.remove(&ks.dead, guard.key()?);
+            count += 1;
+        }
+        if count > 0 {
+            let mut counters = lock(&sub.counters);
+            counters.dead_letters = counters.dead_letters.saturating_sub(count);
+            drop(counters);
+            self.write_counters(sub, group);
+        }
+        Ok(count)
+    }
+
+    fn truncate(&mut self, topic: &Arc<Topic>, partition: u32, floor: u64, group: &mut Group) {
+        let Some(log) = topic.partition(partition) else {
+            return;
+        };
+        let floor = floor.min(log.durable_end());
+        if floor <= log.start() {
+            return;
+        }
+        log.start.store(floor, Ordering::Release);
+        let key = keys::start_offset_key(topic.id, partition);
+        group
+            .batch
+            .insert(&self.shared.ks.offsets, key, codec::encode_u64(floor));
+        for sub in self.shared.subscriptions_of(topic) {
+            let mode = sub.settings().mode;
+            let (ops, expired) = lock(&sub.parts[partition as usize]).truncate(mode, floor);
+            if ops.is_empty() {
+                continue;
+            }
+            let _ = self.write_ops(&sub, partition, ops, group);
+            if expired > 0 {
+                lock(&sub.counters).expired += expired;
+                self.write_counters(&sub, group);
+                Stats::add(&self.shared.stats.expired, expired);
+                tracing::warn!(subscriber = %sub.subscriber, topic = %topic.name, partition, expired, "retention removed messages this subscription never handled");
+            }
+            group.woken.push(sub);
+        }
+    }
+}
+
+/// Opens (or creates) the log keyspace of one partition.
+pub(crate) fn open_log_keyspace(
+    db: &fjall::Database,
+    topic_id: u32,
+    partition: u32,
+) -> Result<fjall::Keyspace> {
+    let name = keys::partition_keyspace(topic_id, partition);
+    Ok(db.keyspace(&name, || {
+        KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+    })?)
+}
+
+/// Reads one encoded message from the log; an empty vector if retention
+/// removed it meanwhile (the dead letter then says so through its size).
+fn read_message(topic: &Topic, partition: u32, offset: u64) -> Result<Vec<u8>> {
+    let Some(log) = topic.partition(partition) else {
+        return Ok(Vec::new());
+    };
+    Ok(log
+        .keyspace
+        .get(keys::message_key(offset))?
+        .map(|value| value.to_vec())
+        .unwrap_or_default())
+}
+
+fn answer<T>(reply: Reply<T>, result: Result<T>) {
+    let _ = reply.send(result);
+}
+
+fn finish(done: Vec<Done>, failure: Option<&Error>) {
+    for callback in done {
+        callback(failure);
+    }
+}
+
+/// Answers a command without applying it.
+fn refuse(command: Command, error: &Error) {
+    let error = || match error {
+        Error::Closed => Error::Closed,
+        other => Error::Failed(other.to_string()),
+    };
+    match command {
+        Command::CreateTopic { reply, .. } => answer(reply, Err(error())),
+        Command::Append { reply, .. } => answer(reply, Err(error())),
+        Command::Subscribe { reply, .. } => answer(reply, Err(error())),
+        Command::Unsubscribe { reply, .. } => answer(reply, Err(error())),
+        Command::Settle { reply, .. } => answer(reply, Err(error())),
+        Command::Seek { reply, .. } => answer(reply, Err(error())),
+        Command::ReplayDead { reply, .. } => answer(reply, Err(error())),
+        Command::PurgeDead { reply, .. } => answer(reply, Err(error())),
+        Command::Truncate { reply, .. } => answer(reply, Err(error())),
+        Command::Sync { reply } => answer(reply, Err(error())),
+        Command::Shutdown => {}
+    }
+}
