@@ -258,10 +258,7 @@ impl<'a> Reader<'a> {
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.bytes.len() < n {
-            return Err(self.corrupt(format!(
-                "needs {n} more bytes, {} left",
-                self.bytes.len()
-            )));
+            return Err(self.corrupt(format!("needs {n} more bytes, {} left", self.bytes.len())));
         }
         let (head, tail) = self.bytes.split_at(n);
         self.bytes = tail;
@@ -320,7 +317,10 @@ mod tests {
     fn sample() -> NewMessage {
         NewMessage {
             key: Some(b"user-1".to_vec()),
-            headers: vec![("type".into(), "order".into()), ("empty".into(), String::new())],
+            headers: vec![
+                ("type".into(), "order".into()),
+                ("empty".into(), String::new()),
+            ],
             payload: br#"{"total": 12.5}"#.to_vec(),
         }
     }
@@ -395,6 +395,9 @@ mod tests {
             dead_letters: 4,
             expired: 8,
         };
-        assert_eq!(decode_counters(&encode_counters(&counters)).unwrap(), counters);
+        assert_eq!(
+            decode_counters(&encode_counters(&counters)).unwrap(),
+            counters
+        );
     }
 }

@@ -259,7 +259,9 @@ impl SubscriptionSettings {
             )));
         }
         if self.max_unacked == 0 {
-            return Err(Error::InvalidArgument("max_unacked must be positive".into()));
+            return Err(Error::InvalidArgument(
+                "max_unacked must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -271,14 +273,20 @@ mod tests {
 
     #[test]
     fn fsync_policy_parses_the_documented_forms() {
-        assert_eq!("always".parse::<FsyncPolicy>().unwrap(), FsyncPolicy::Always);
+        assert_eq!(
+            "always".parse::<FsyncPolicy>().unwrap(),
+            FsyncPolicy::Always
+        );
         assert_eq!("never".parse::<FsyncPolicy>().unwrap(), FsyncPolicy::Never);
         assert_eq!(
             "interval:250".parse::<FsyncPolicy>().unwrap(),
             FsyncPolicy::Interval(Duration::from_millis(250))
         );
         for bad in ["", "sometimes", "interval:", "interval:0", "interval:-3"] {
-            assert!(bad.parse::<FsyncPolicy>().is_err(), "{bad:?} must be rejected");
+            assert!(
+                bad.parse::<FsyncPolicy>().is_err(),
+                "{bad:?} must be rejected"
+            );
         }
     }
 

@@ -237,7 +237,11 @@ impl PartState {
         let to = durable_end.min(self.committed.saturating_add(max as u64));
         // Acknowledgements above the cursor exist only if the subscription
         // was unordered before; they are skipped, never delivered twice.
-        let skip: Vec<u64> = self.acked.range(self.committed..to).map(|(o, _)| *o).collect();
+        let skip: Vec<u64> = self
+            .acked
+            .range(self.committed..to)
+            .map(|(o, _)| *o)
+            .collect();
         self.leased = true;
         self.next = to;
         self.in_flight = to - self.committed - skip.len() as u64;
@@ -661,7 +665,6 @@ impl PartState {
         self.pending.insert(offset, entry);
         Op::PendingPut(offset, record)
     }
-
 }
 
 fn exhausted(reason: &str, attempts: u32) -> String {

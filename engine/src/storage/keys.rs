@@ -181,7 +181,10 @@ mod tests {
             .map(|o| message_key(*o))
             .collect();
         keys.sort();
-        let offsets: Vec<_> = keys.iter().map(|k| decode_message_key(k).unwrap()).collect();
+        let offsets: Vec<_> = keys
+            .iter()
+            .map(|k| decode_message_key(k).unwrap())
+            .collect();
         assert_eq!(offsets, vec![0, 1, 5, 256, 1 << 40]);
     }
 

@@ -56,14 +56,18 @@ pub(crate) fn check_disk(shared: &Shared) {
     if let Some(limit) = shared.config.max_disk_bytes {
         let used = shared.db.disk_space().unwrap_or(0);
         if used > limit {
-            reason = Some(format!("database uses {used} bytes, over the limit of {limit}"));
+            reason = Some(format!(
+                "database uses {used} bytes, over the limit of {limit}"
+            ));
         }
     }
     if let Ok(stats) = rustix::fs::statvfs(&shared.config.dir) {
         let free = stats.f_bavail.saturating_mul(stats.f_frsize);
         let min = shared.config.min_free_disk_bytes;
         if free < min {
-            reason = Some(format!("{free} bytes free on disk, below the minimum of {min}"));
+            reason = Some(format!(
+                "{free} bytes free on disk, below the minimum of {min}"
+            ));
         }
     }
     shared.set_full(reason);
@@ -113,7 +117,12 @@ fn floor(topic: &Topic, log: &PartitionLog, consumed: Option<u64>) -> Result<u64
         floor = floor.max(first_at_or_after(log, start, end, cutoff)?);
     }
     if let Some(max_bytes) = topic.settings.retention.max_bytes {
-        floor = floor.max(size_floor(log, start, end, max_bytes / u64::from(topic.partition_count()).max(1)));
+        floor = floor.max(size_floor(
+            log,
+            start,
+            end,
+            max_bytes / u64::from(topic.partition_count()).max(1),
+        ));
     }
     Ok(floor.min(end))
 }
@@ -121,7 +130,12 @@ fn floor(topic: &Topic, log: &PartitionLog, consumed: Option<u64>) -> Result<u64
 /// First offset in `[start, end)` whose timestamp is at least `cutoff_ms`
 /// (timestamps never decrease within a partition): a binary search with
 /// point reads, O(log n).
-pub(crate) fn first_at_or_after(log: &PartitionLog, start: u64, end: u64, cutoff_ms: u64) -> Result<u64> {
+pub(crate) fn first_at_or_after(
+    log: &PartitionLog,
+    start: u64,
+    end: u64,
+    cutoff_ms: u64,
+) -> Result<u64> {
     let (mut low, mut high) = (start, end);
     while low < high {
         let mid = low + (high - low) / 2;

@@ -342,7 +342,13 @@ impl Store {
             records.push((partition, codec::encode_message(message)?));
         }
         let (reply, answer) = oneshot::channel();
-        self.shared.send(Command::Append { topic, records, reply }).await?;
+        self.shared
+            .send(Command::Append {
+                topic,
+                records,
+                reply,
+            })
+            .await?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
@@ -383,7 +389,11 @@ impl Store {
             .map(|inner| self.handle(inner))
     }
 
-    fn find_subscription(&self, subscriber: &str, topic: &str) -> Result<Arc<subscription::SubInner>> {
+    fn find_subscription(
+        &self,
+        subscriber: &str,
+        topic: &str,
+    ) -> Result<Arc<subscription::SubInner>> {
         self.shared
             .subscription(subscriber, topic)
             .ok_or_else(|| Error::UnknownSubscription {
@@ -397,7 +407,9 @@ impl Store {
     pub async fn unsubscribe(&self, subscriber: &str, topic: &str) -> Result<()> {
         let sub = self.find_subscription(subscriber, topic)?;
         let (reply, answer) = oneshot::channel();
-        self.shared.send(Command::Unsubscribe { sub, reply }).await?;
+        self.shared
+            .send(Command::Unsubscribe { sub, reply })
+            .await?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
@@ -429,7 +441,12 @@ impl Store {
     ) -> Result<Vec<DeadLetter>> {
         let mut out = Vec::new();
         for sub in self.subscriptions_of(subscriber, topic)? {
-            for guard in self.shared.ks.dead.prefix(keys::subscription_prefix(sub.id)) {
+            for guard in self
+                .shared
+                .ks
+                .dead
+                .prefix(keys::subscription_prefix(sub.id))
+            {
                 if out.len() >= limit {
                     return Ok(out);
                 }
@@ -547,7 +564,12 @@ impl Store {
         for guard in log.keyspace.range(range).take(max) {
             let (key, value) = guard.into_inner()?;
             let offset = keys::decode_message_key(&key)?;
-            out.push(codec::decode_message(&topic.name, partition, offset, &value)?);
+            out.push(codec::decode_message(
+                &topic.name,
+                partition,
+                offset,
+                &value,
+            )?);
         }
         Ok(out)
     }
@@ -568,7 +590,13 @@ impl Store {
     ) -> Result<Vec<(String, Vec<u8>)>> {
         let skip = keys::state_prefix(namespace).len();
         let mut out = Vec::new();
-        for guard in self.shared.ks.state.prefix(keys::state_key(namespace, prefix)).take(limit) {
+        for guard in self
+            .shared
+            .ks
+            .state
+            .prefix(keys::state_key(namespace, prefix))
+            .take(limit)
+        {
             let (key, value) = guard.into_inner()?;
             let name = String::from_utf8_lossy(&key[skip..]).into_owned();
             out.push((name, value.to_vec()));
@@ -579,7 +607,10 @@ impl Store {
     /// Every topic, by name.
     pub fn topics(&self) -> Vec<TopicInfo> {
         let topics: Vec<Arc<Topic>> = read(&self.shared.topics).values().cloned().collect();
-        topics.iter().map(|topic| self.describe_topic(topic)).collect()
+        topics
+            .iter()
+            .map(|topic| self.describe_topic(topic))
+            .collect()
     }
 
     pub fn topic_info(&self, name: &str) -> Result<TopicInfo> {
@@ -604,9 +635,16 @@ impl Store {
         TopicInfo {
             name: topic.name.to_string(),
             settings: topic.settings,
-            messages: partitions.iter().map(|p| p.end.saturating_sub(p.start)).sum(),
+            messages: partitions
+                .iter()
+                .map(|p| p.end.saturating_sub(p.start))
+                .sum(),
             partitions,
-            disk_bytes: topic.partitions.iter().map(|log| log.keyspace.disk_space()).sum(),
+            disk_bytes: topic
+                .partitions
+                .iter()
+                .map(|log| log.keyspace.disk_space())
+                .sum(),
         }
     }
 
@@ -633,7 +671,11 @@ impl Store {
             group_commits: stats.group_commits.load(Relaxed),
             fsyncs: stats.fsyncs.load(Relaxed),
             fsync_seconds: stats.fsync_micros.load(Relaxed) as f64 / 1e6,
-            fsync_buckets: stats.fsync_buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            fsync_buckets: stats
+                .fsync_buckets
+                .iter()
+                .map(|b| b.load(Relaxed))
+                .collect(),
             disk_bytes: self.shared.db.disk_space().unwrap_or(0),
         }
     }
@@ -654,14 +696,20 @@ impl Store {
     }
 
     /// Runs one retention and disk-check pass now (normally periodic).
-    /// Blocking.
-    pub fn run_maintenance(&self) -> Result<()> {
-        maintenance::check_disk(&self.shared);
-        maintenance::apply_retention(&self.shared, &mut Default::default())
+    pub async fn run_maintenance(&self) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            maintenance::check_disk(&shared);
+            maintenance::apply_retention(&shared, &mut Default::default())
+        })
+        .await
+        .map_err(|_| Error::Closed)?
     }
 
     /// Stops accepting work, makes everything durable and stops the threads.
     /// Other clones of this store fail with [`Error::Closed`] afterwards.
+    /// The data directory is released once every `Store` and `Subscription`
+    /// handle is dropped.
     pub async fn close(&self) {
         let lifecycle = Arc::clone(&self.lifecycle);
         let _ = tokio::task::spawn_blocking(move || lifecycle.shutdown()).await;

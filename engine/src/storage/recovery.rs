@@ -92,20 +92,36 @@ fn load_topics(db: &Database, ks: &Keyspaces) -> Result<BTreeMap<Arc<str>, Arc<T
     Ok(topics)
 }
 
-fn load_partition(db: &Database, ks: &Keyspaces, topic_id: u32, partition: u32) -> Result<PartitionLog> {
+fn load_partition(
+    db: &Database,
+    ks: &Keyspaces,
+    topic_id: u32,
+    partition: u32,
+) -> Result<PartitionLog> {
     let keyspace = open_log_keyspace(db, topic_id, partition)?;
-    let start = match ks.offsets.get(keys::start_offset_key(topic_id, partition))? {
+    let start = match ks
+        .offsets
+        .get(keys::start_offset_key(topic_id, partition))?
+    {
         Some(value) => codec::decode_u64(&value, "start offset")?,
         None => 0,
     };
     let (next, last_timestamp_ms) = match keyspace.last_key_value() {
         Some(guard) => {
             let (key, value) = guard.into_inner()?;
-            (keys::decode_message_key(&key)? + 1, codec::timestamp_of(&value)?)
+            (
+                keys::decode_message_key(&key)? + 1,
+                codec::timestamp_of(&value)?,
+            )
         }
         None => (start, 0),
     };
-    Ok(PartitionLog::new(keyspace, start, next.max(start), last_timestamp_ms))
+    Ok(PartitionLog::new(
+        keyspace,
+        start,
+        next.max(start),
+        last_timestamp_ms,
+    ))
 }
 
 type PerPartition<T> = HashMap<(u32, u32), Vec<T>>;
@@ -124,7 +140,10 @@ fn load_subscriptions(
         let (key, value) = guard.into_inner()?;
         let (sub, partition, offset) = keys::decode_delivery_key(&key)?;
         let record = codec::decode_pending(&value)?;
-        pending.entry((sub, partition)).or_default().push((offset, record));
+        pending
+            .entry((sub, partition))
+            .or_default()
+            .push((offset, record));
     }
     let mut subscriptions = Vec::new();
     let mut next_sub_id = 0;
@@ -172,7 +191,11 @@ fn load_subscription(
         Some(value) => codec::decode_counters(&value)?,
         None => Counters::default(),
     };
-    let next_dead_seq = match ks.dead.prefix(keys::subscription_prefix(record.id)).next_back() {
+    let next_dead_seq = match ks
+        .dead
+        .prefix(keys::subscription_prefix(record.id))
+        .next_back()
+    {
         Some(guard) => keys::decode_dead_key(&guard.key()?)?.1 + 1,
         None => 0,
     };

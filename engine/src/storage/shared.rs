@@ -200,7 +200,9 @@ pub fn now_ms() -> u64 {
 /// consistent by construction (every critical section is a pure update),
 /// so a panic elsewhere must not take the whole store down.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -208,5 +210,6 @@ pub fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 
 pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -71,7 +71,9 @@ pub enum Poll {
     Ready(Lease),
     /// Nothing deliverable now. A retry falls due after `retry_in`; new
     /// messages are announced by [`Subscription::watch_partition`].
-    Idle { retry_in: Option<Duration> },
+    Idle {
+        retry_in: Option<Duration>,
+    },
     /// Ordered mode: the partition's batch is still out.
     Busy,
 }
@@ -229,15 +231,22 @@ impl Subscription {
         attempts: &[(u64, u32)],
     ) -> Result<(Vec<u64>, Vec<Delivery>), (Vec<u64>, Error)> {
         let (from, to) = (range.start, range.end);
-        let wanted = || range.clone().filter(|offset| skip.binary_search(offset).is_err());
+        let wanted = || {
+            range
+                .clone()
+                .filter(|offset| skip.binary_search(offset).is_err())
+        };
         let topic = &self.inner.topic.name;
         let mut deliveries = Vec::with_capacity((to - from) as usize);
         let keys = keys::message_key(from)..keys::message_key(to);
         for guard in log.keyspace.range(keys) {
-            let decoded = guard.into_inner().map_err(Error::from).and_then(|(key, value)| {
-                let offset = keys::decode_message_key(&key)?;
-                codec::decode_message(topic, partition, offset, &value)
-            });
+            let decoded = guard
+                .into_inner()
+                .map_err(Error::from)
+                .and_then(|(key, value)| {
+                    let offset = keys::decode_message_key(&key)?;
+                    codec::decode_message(topic, partition, offset, &value)
+                });
             let message = match decoded {
                 Ok(message) => message,
                 Err(error) => return Err((wanted().collect(), error)),

@@ -60,7 +60,12 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
-    pub fn new(id: u32, name: Arc<str>, settings: TopicSettings, partitions: Vec<PartitionLog>) -> Self {
+    pub fn new(
+        id: u32,
+        name: Arc<str>,
+        settings: TopicSettings,
+        partitions: Vec<PartitionLog>,
+    ) -> Self {
         Topic {
             id,
             name,
@@ -142,8 +147,14 @@ mod tests {
         let topic = Topic::new(1, Arc::from("t"), TopicSettings::default(), partitions);
         // xxh3 is a published, fixed algorithm: this value must never change,
         // or keys would move partitions (and lose their order) on upgrade.
-        assert_eq!(xxhash_rust::xxh3::xxh3_64(b"user-42"), 5_836_184_775_705_692_621);
-        assert_eq!(topic.partition_for(Some(b"user-42")), (5_836_184_775_705_692_621u64 % 4) as u32);
+        assert_eq!(
+            xxhash_rust::xxh3::xxh3_64(b"user-42"),
+            5_836_184_775_705_692_621
+        );
+        assert_eq!(
+            topic.partition_for(Some(b"user-42")),
+            (5_836_184_775_705_692_621u64 % 4) as u32
+        );
         let first = topic.partition_for(Some(b"user-42"));
         assert!((0..100).all(|_| topic.partition_for(Some(b"user-42")) == first));
         let mut counts = [0; 4];

@@ -43,12 +43,20 @@ pub struct Message {
 /// One write to a subscriber's private state namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateOp {
-    Set { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Set {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
     /// Adds `delta` to the decimal integer stored at `key` (missing = 0),
     /// applied by the writer on top of the latest committed value so that
     /// concurrent increments never lose an update.
-    Increment { key: String, delta: i64 },
+    Increment {
+        key: String,
+        delta: i64,
+    },
 }
 
 /// Effects that commit in the same atomic write as an acknowledgement, or not

@@ -244,7 +244,8 @@ impl Writer {
             if let Err(error) = self.apply(command, &mut group) {
                 // A read failed halfway through a command: the batch may hold
                 // part of it, so nothing of this group may commit.
-                self.shared.fail(format!("storage read failed while writing: {error}"));
+                self.shared
+                    .fail(format!("storage read failed while writing: {error}"));
                 failure = Some(error);
             }
         }
@@ -401,13 +402,18 @@ impl Writer {
             .collect::<Result<Vec<_>>>()?;
         self.next_topic_id += 1;
         let record = TopicRecord::new(id, &settings, now_ms());
-        let json = serde_json::to_vec(&record).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let json =
+            serde_json::to_vec(&record).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         group
             .batch
             .insert(&self.shared.ks.meta, keys::topic_record_key(name), json);
         let topic = Arc::new(Topic::new(id, Arc::from(name), settings, partitions));
         write(&self.shared.topics).insert(Arc::clone(&topic.name), Arc::clone(&topic));
-        tracing::info!(topic = name, partitions = settings.partitions, "created topic");
+        tracing::info!(
+            topic = name,
+            partitions = settings.partitions,
+            "created topic"
+        );
         Ok(topic)
     }
 
@@ -459,7 +465,8 @@ impl Writer {
         if let Some(existing) = self.shared.subscription(subscriber, &topic.name) {
             if existing.settings() != settings {
                 *write(&existing.settings) = settings;
-                let record = SubscriptionRecord::new(existing.id, subscriber, &topic.name, &settings);
+                let record =
+                    SubscriptionRecord::new(existing.id, subscriber, &topic.name, &settings);
                 self.put_subscription_record(&record, group);
                 group.woken.push(Arc::clone(&existing));
             }
@@ -549,10 +556,13 @@ impl Writer {
             }));
         }
         let Some(part) = sub.parts.get(ticket.partition as usize) else {
-            return Ok(Err(Error::InvalidArgument("lease of an unknown partition".into())));
+            return Ok(Err(Error::InvalidArgument(
+                "lease of an unknown partition".into(),
+            )));
         };
         let settings = sub.settings();
-        let outcomes: Vec<(u64, &Outcome)> = results.iter().map(|r| (r.offset, &r.outcome)).collect();
+        let outcomes: Vec<(u64, &Outcome)> =
+            results.iter().map(|r| (r.offset, &r.outcome)).collect();
         let settled = lock(part).settle(&settings, ticket, &outcomes, now_ms());
         drop(outcomes);
         self.write_ops(sub, ticket.partition, settled.ops, group)?;
@@ -590,7 +600,9 @@ impl Writer {
             match op {
                 Op::Cursor(offset) => {
                     let key = keys::cursor_key(sub.id, partition);
-                    group.batch.insert(&ks.offsets, key, codec::encode_u64(offset));
+                    group
+                        .batch
+                        .insert(&ks.offsets, key, codec::encode_u64(offset));
                 }
                 Op::AckedInsert(offset) => {
                     let key = keys::delivery_key(sub.id, partition, offset);
@@ -604,7 +616,9 @@ impl Writer {
                 }
                 Op::PendingPut(offset, record) => {
                     let key = keys::delivery_key(sub.id, partition, offset);
-                    group.batch.insert(&ks.pending, key, codec::encode_pending(&record));
+                    group
+                        .batch
+                        .insert(&ks.pending, key, codec::encode_pending(&record));
                 }
                 Op::PendingRemove(offset) => {
                     let key = keys::delivery_key(sub.id, partition, offset);
@@ -630,7 +644,9 @@ impl Writer {
                     };
                     let seq = sub.next_dead_seq.fetch_add(1, Ordering::AcqRel);
                     let key = keys::dead_key(sub.id, seq);
-                    group.batch.insert(&ks.dead, key, codec::encode_dead(&record));
+                    group
+                        .batch
+                        .insert(&ks.dead, key, codec::encode_dead(&record));
                     lock(&sub.counters).dead_letters += 1;
                     counters_changed = true;
                     tracing::debug!(subscriber = %sub.subscriber, topic = %sub.topic.name, partition, offset, "dead-lettered");
@@ -646,9 +662,11 @@ impl Writer {
     fn write_counters(&self, sub: &SubInner, group: &mut Group) {
         let counters = *lock(&sub.counters);
         let key = keys::counters_key(sub.id);
-        group
-            .batch
-            .insert(&self.shared.ks.offsets, key, codec::encode_counters(&counters));
+        group.batch.insert(
+            &self.shared.ks.offsets,
+            key,
+            codec::encode_counters(&counters),
+        );
     }
 
     fn apply_effects(
@@ -661,7 +679,9 @@ impl Writer {
         for publish in settlement.publishes {
             let topic = match self.shared.topic(&publish.topic) {
                 Some(topic) => topic,
-                None => self.create_topic(&publish.topic, self.shared.config.default_topic, group)?,
+                None => {
+                    self.create_topic(&publish.topic, self.shared.config.default_topic, group)?
+                }
             };
             let partition = match publish.key_hash {
                 Some(hash) => (hash % u64::from(topic.partition_count())) as u32,
@@ -739,7 +759,9 @@ impl Writer {
             let op = lock(part).replay(record.offset, record.message, now);
             if let Op::PendingPut(offset, pending) = op {
                 let pending_key = keys::delivery_key(sub.id, record.partition, offset);
-                group.batch.insert(&ks.pending, pending_key, codec::encode_pending(&pending));
+                group
+                    .batch
+                    .insert(&ks.pending, pending_key, codec::encode_pending(&pending));
             }
             group.batch.remove(&ks.dead, key);
             count += 1;

@@ -72,11 +72,19 @@ fn ordered_retry_blocks_the_partition_until_due_then_redelivers_from_it() {
     let t = ticket(&state, &plan);
     let failed = retry();
     // Offsets 2 and 3 "acked" after the retry must be ignored.
-    let settled = state.settle(&s, &t, &[(0, &ACK), (1, &failed), (2, &ACK), (3, &ACK)], 1_000);
+    let settled = state.settle(
+        &s,
+        &t,
+        &[(0, &ACK), (1, &failed), (2, &ACK), (3, &ACK)],
+        1_000,
+    );
     assert_eq!(settled.accepted, vec![0]);
     assert_eq!(settled.retried, 1);
     assert_eq!(state.committed(), 1);
-    let PollPlan::Idle { wake_at_ms: Some(due) } = state.plan_poll(&s, 1_000, 10, 4) else {
+    let PollPlan::Idle {
+        wake_at_ms: Some(due),
+    } = state.plan_poll(&s, 1_000, 10, 4)
+    else {
         panic!("must wait for the retry");
     };
     assert!((1_050..=1_100).contains(&due));
@@ -101,7 +109,9 @@ fn exhausted_retries_become_dead_letters_and_the_partition_moves_on() {
     for attempt in 1..=3 {
         let plan = loop {
             match state.plan_poll(&s, now, 1, 1) {
-                PollPlan::Idle { wake_at_ms: Some(at) } => now = at,
+                PollPlan::Idle {
+                    wake_at_ms: Some(at),
+                } => now = at,
                 plan => break plan,
             }
         };
@@ -111,7 +121,14 @@ fn exhausted_retries_become_dead_letters_and_the_partition_moves_on() {
             assert_eq!(settled.retried, 1);
         } else {
             assert_eq!(settled.dead_lettered, 1);
-            assert!(settled.ops.iter().any(|op| matches!(op, Op::Dead { offset: 0, attempts: 3, .. })));
+            assert!(settled.ops.iter().any(|op| matches!(
+                op,
+                Op::Dead {
+                    offset: 0,
+                    attempts: 3,
+                    ..
+                }
+            )));
         }
     }
     assert_eq!(state.committed(), 1);
@@ -159,7 +176,10 @@ fn the_unordered_window_bounds_how_far_delivery_runs_ahead() {
     let mut state = PartState::recover(0, [], []);
     let plan = state.plan_poll(&s, 0, 100, 10);
     assert_eq!(ticket(&state, &plan).offsets, vec![0, 1, 2]);
-    assert_eq!(state.plan_poll(&s, 0, 100, 10), PollPlan::Idle { wake_at_ms: None });
+    assert_eq!(
+        state.plan_poll(&s, 0, 100, 10),
+        PollPlan::Idle { wake_at_ms: None }
+    );
 }
 
 #[test]
