@@ -37,33 +37,81 @@ pub fn encoded_len(message: &NewMessage) -> usize {
 
 /// Encodes `message` with a zero timestamp (the writer stamps it).
 pub fn encode_message(message: &NewMessage) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(encoded_len(message));
+    write_message(message, &mut out)?;
+    Ok(out)
+}
+
+/// Encodes `message` straight into the value type fjall stores, so the
+/// writer inserts it without another copy.
+pub fn encode_message_slice(message: &NewMessage) -> Result<fjall::Slice> {
+    let len = encoded_len(message);
+    let mut view = byteview::ByteView::with_size(len);
+    match view.get_mut() {
+        Some(mut bytes) => {
+            let mut cursor = Cursor { bytes: &mut bytes, at: 0 };
+            write_message(message, &mut cursor)?;
+        }
+        // A fresh view has no other owner; copy if that ever changes.
+        None => return Ok(fjall::Slice::from(encode_message(message)?)),
+    }
+    Ok(fjall::Slice::from(view))
+}
+
+/// Where encoded bytes go.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Writes into a buffer sized by `encoded_len`.
+struct Cursor<'a> {
+    bytes: &'a mut [u8],
+    at: usize,
+}
+
+impl Sink for Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.at + bytes.len();
+        if let Some(slot) = self.bytes.get_mut(self.at..end) {
+            slot.copy_from_slice(bytes);
+        }
+        self.at = end;
+    }
+}
+
+fn write_message(message: &NewMessage, out: &mut impl Sink) -> Result<()> {
     if message.headers.len() > MAX_HEADERS {
         return Err(Error::InvalidArgument(format!(
             "{} headers exceed the limit of {MAX_HEADERS}",
             message.headers.len()
         )));
     }
-    let mut out = Vec::with_capacity(encoded_len(message));
-    out.push(MESSAGE_FORMAT_V1);
-    out.extend_from_slice(&0u64.to_le_bytes());
+    out.put(&[MESSAGE_FORMAT_V1]);
+    out.put(&0u64.to_le_bytes());
     match &message.key {
-        None => out.extend_from_slice(&0u32.to_le_bytes()),
+        None => out.put(&0u32.to_le_bytes()),
         Some(key) => {
-            out.extend_from_slice(&len_u32(key.len())?.saturating_add(1).to_le_bytes());
-            out.extend_from_slice(key);
+            out.put(&len_u32(key.len())?.saturating_add(1).to_le_bytes());
+            out.put(key);
         }
     }
-    out.extend_from_slice(&(message.headers.len() as u16).to_le_bytes());
+    out.put(&(message.headers.len() as u16).to_le_bytes());
     for (name, value) in &message.headers {
         let name_len = u16::try_from(name.len())
             .map_err(|_| Error::InvalidArgument("header name longer than 65535 bytes".into()))?;
-        out.extend_from_slice(&name_len.to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&len_u32(value.len())?.to_le_bytes());
-        out.extend_from_slice(value.as_bytes());
+        out.put(&name_len.to_le_bytes());
+        out.put(name.as_bytes());
+        out.put(&len_u32(value.len())?.to_le_bytes());
+        out.put(value.as_bytes());
     }
-    out.extend_from_slice(&message.payload);
-    Ok(out)
+    out.put(&message.payload);
+    Ok(())
 }
 
 fn len_u32(len: usize) -> Result<u32> {
@@ -71,10 +119,26 @@ fn len_u32(len: usize) -> Result<u32> {
 }
 
 /// Writes `timestamp_ms` into an encoded message.
-pub fn stamp(encoded: &mut [u8], timestamp_ms: u64) {
-    if let Some(slot) = encoded.get_mut(TIMESTAMP_RANGE) {
+pub fn stamp(encoded: fjall::Slice, timestamp_ms: u64) -> fjall::Slice {
+    let mut view = byteview::ByteView::from(encoded);
+    let stamped = match view.get_mut() {
+        Some(mut bytes) => {
+            if let Some(slot) = bytes.get_mut(TIMESTAMP_RANGE) {
+                slot.copy_from_slice(&timestamp_ms.to_le_bytes());
+            }
+            true
+        }
+        None => false,
+    };
+    if stamped {
+        return fjall::Slice::from(view);
+    }
+    // Shared (never the case for freshly encoded messages): copy.
+    let mut copy = view.to_vec();
+    if let Some(slot) = copy.get_mut(TIMESTAMP_RANGE) {
         slot.copy_from_slice(&timestamp_ms.to_le_bytes());
     }
+    fjall::Slice::from(copy)
 }
 
 /// Reads only the timestamp of an encoded message.
@@ -327,9 +391,10 @@ mod tests {
 
     #[test]
     fn messages_round_trip_with_the_stamped_timestamp() {
-        let mut encoded = encode_message(&sample()).unwrap();
+        let encoded = encode_message_slice(&sample()).unwrap();
         assert_eq!(encoded.len(), encoded_len(&sample()));
-        stamp(&mut encoded, 1_700_000_000_123);
+        assert_eq!(&*encoded, &encode_message(&sample()).unwrap()[..]);
+        let encoded = stamp(encoded, 1_700_000_000_123);
         assert_eq!(timestamp_of(&encoded).unwrap(), 1_700_000_000_123);
         let topic: Arc<str> = Arc::from("orders");
         let decoded = decode_message(&topic, 3, 42, &encoded).unwrap();

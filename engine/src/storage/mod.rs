@@ -111,6 +111,14 @@ pub struct Store {
     lifecycle: Arc<Lifecycle>,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.shared.config.dir)
+            .finish()
+    }
+}
+
 /// The store's threads; shut down when the last `Store` clone goes.
 struct Lifecycle {
     shared: Arc<Shared>,
@@ -339,7 +347,7 @@ impl Store {
                 return Err(Error::MessageTooLarge { size, limit });
             }
             let partition = topic.partition_for(message.key.as_deref());
-            records.push((partition, codec::encode_message(message)?));
+            records.push((partition, codec::encode_message_slice(message)?));
         }
         let (reply, answer) = oneshot::channel();
         self.shared

@@ -390,7 +390,7 @@ fn prepare_publish(topic: String, message: &NewMessage, limit: usize) -> Result<
     Ok(PreparedPublish {
         topic,
         key_hash: message.key.as_deref().map(xxhash_rust::xxh3::xxh3_64),
-        encoded: codec::encode_message(message)?,
+        encoded: codec::encode_message_slice(message)?,
     })
 }
 

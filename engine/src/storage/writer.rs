@@ -46,7 +46,7 @@ pub(crate) struct PreparedPublish {
     pub topic: String,
     /// xxh3 of the key, or `None` for round-robin.
     pub key_hash: Option<u64>,
-    pub encoded: Vec<u8>,
+    pub encoded: fjall::Slice,
 }
 
 /// One settled message as the writer receives it.
@@ -70,7 +70,7 @@ pub(crate) enum Command {
     Append {
         topic: Arc<Topic>,
         /// (partition, encoded message)
-        records: Vec<(u32, Vec<u8>)>,
+        records: Vec<(u32, fjall::Slice)>,
         reply: Reply<Vec<Position>>,
     },
     Subscribe {
@@ -420,7 +420,7 @@ impl Writer {
     fn append(
         &mut self,
         topic: &Arc<Topic>,
-        records: Vec<(u32, Vec<u8>)>,
+        records: Vec<(u32, fjall::Slice)>,
         group: &mut Group,
     ) -> Vec<Position> {
         let now = now_ms();
@@ -436,7 +436,7 @@ impl Writer {
         &mut self,
         topic: &Arc<Topic>,
         partition: u32,
-        mut encoded: Vec<u8>,
+        encoded: fjall::Slice,
         now: u64,
         group: &mut Group,
     ) -> Position {
@@ -445,7 +445,7 @@ impl Writer {
         let offset = log.next.fetch_add(1, Ordering::AcqRel);
         let timestamp = now.max(log.last_timestamp_ms.load(Ordering::Relaxed));
         log.last_timestamp_ms.store(timestamp, Ordering::Relaxed);
-        codec::stamp(&mut encoded, timestamp);
+        let encoded = codec::stamp(encoded, timestamp);
         group
             .batch
             .insert(&log.keyspace, keys::message_key(offset), encoded);
