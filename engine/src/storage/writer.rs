@@ -37,7 +37,7 @@ const MAX_GROUP_COMMANDS: usize = 1024;
 pub(crate) const MAX_DEAD_PER_COMMAND: usize = 10_000;
 /// Memtable size of every keyspace: small enough that dozens of partitions
 /// stay within the memory budget, large enough for sequential flushes.
-pub(crate) const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+pub(crate) const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A message to publish as an effect, prepared (validated and encoded) by
 /// the caller so the writer only assigns an offset.
@@ -576,9 +576,10 @@ impl Writer {
         Stats::add(&stats.acked, settled.acked);
         Stats::add(&stats.retried, settled.retried);
         Stats::add(&stats.dead_lettered, settled.dead_lettered);
-        if settled.retried > 0 || settled.dead_lettered > 0 {
-            group.woken.push(Arc::clone(sub));
-        }
+        // Wake whoever waits on this subscription: a worker that found the
+        // partition busy, or one waiting for a retry that is now scheduled.
+        // Cheap when nobody waits.
+        group.woken.push(Arc::clone(sub));
         Ok(Ok(SettleReport {
             acked: settled.acked,
             retried: settled.retried,
