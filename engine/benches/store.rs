@@ -277,8 +277,14 @@ fn memory_mb() -> (f64, f64) {
 /// an engine restarted with that backlog would see them.
 async fn backlog(count: u64) {
     let (dir, store) = open();
-    store.create_topic("bench", TopicSettings::default()).await.expect("topic");
-    store.subscribe("lagging", "bench", ordered()).await.expect("sub");
+    store
+        .create_topic("bench", TopicSettings::default())
+        .await
+        .expect("topic");
+    store
+        .subscribe("lagging", "bench", ordered())
+        .await
+        .expect("sub");
     let started = Instant::now();
     fill(&store, count).await;
     let fill_secs = started.elapsed().as_secs_f64();

@@ -49,7 +49,10 @@ pub fn encode_message_slice(message: &NewMessage) -> Result<fjall::Slice> {
     let mut view = byteview::ByteView::with_size(len);
     match view.get_mut() {
         Some(mut bytes) => {
-            let mut cursor = Cursor { bytes: &mut bytes, at: 0 };
+            let mut cursor = Cursor {
+                bytes: &mut bytes,
+                at: 0,
+            };
             write_message(message, &mut cursor)?;
         }
         // A fresh view has no other owner; copy if that ever changes.

@@ -32,7 +32,7 @@ pub(crate) fn run(shared: Arc<Shared>, stop: flume::Receiver<()>) {
         check_disk(&shared);
         // Tables that straddled the floor at the last drop may lie wholly
         // below it by now (memtables get flushed): recheck now and then.
-        if passes % RECHECK_EVERY_PASSES == 0 {
+        if passes.is_multiple_of(RECHECK_EVERY_PASSES) {
             dropped.clear();
         }
         passes += 1;

@@ -50,12 +50,10 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
         .cache_size(config.cache_bytes)
         .max_journaling_size(MAX_JOURNAL_BYTES)
         .max_write_buffer_size(Some(MAX_WRITE_BUFFER_BYTES));
-    let db = builder
-        .open()
-        .map_err(|error| match error {
-            fjall::Error::Locked => Error::Locked(config.dir.clone()),
-            other => Error::from(other),
-        })?;
+    let db = builder.open().map_err(|error| match error {
+        fjall::Error::Locked => Error::Locked(config.dir.clone()),
+        other => Error::from(other),
+    })?;
     let open = |name: &str| -> Result<Keyspace> {
         Ok(db.keyspace(name, || {
             KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)

@@ -22,6 +22,10 @@ use super::writer::{Command, PreparedPublish, PreparedSettlement};
 /// Largest batch one poll hands out.
 pub const MAX_BATCH: usize = 4096;
 
+/// Offsets leased plus the deliveries read, or the leased offsets (to give
+/// back) with the error that stopped the read.
+type ReadResult = std::result::Result<(Vec<u64>, Vec<Delivery>), (Vec<u64>, Error)>;
+
 /// A subscription in memory, shared by its handles and the writer.
 pub(crate) struct SubInner {
     pub id: u32,
@@ -229,7 +233,7 @@ impl Subscription {
         range: std::ops::Range<u64>,
         skip: &[u64],
         attempts: &[(u64, u32)],
-    ) -> Result<(Vec<u64>, Vec<Delivery>), (Vec<u64>, Error)> {
+    ) -> ReadResult {
         let (from, to) = (range.start, range.end);
         let wanted = || {
             range
@@ -283,7 +287,7 @@ impl Subscription {
         log: &PartitionLog,
         partition: u32,
         entries: Vec<(u64, u32, Option<Vec<u8>>)>,
-    ) -> Result<(Vec<u64>, Vec<Delivery>), (Vec<u64>, Error)> {
+    ) -> ReadResult {
         let offsets: Vec<u64> = entries.iter().map(|(offset, _, _)| *offset).collect();
         let topic = &self.inner.topic.name;
         let mut deliveries = Vec::with_capacity(entries.len());

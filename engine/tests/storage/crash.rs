@@ -47,8 +47,10 @@ async fn child(dir: String) {
         ..TopicSettings::default()
     };
     store.create_topic("t", topic).await.unwrap();
-    let mut settings = courier::storage::SubscriptionSettings::default();
-    settings.mode = DeliveryMode::Ordered;
+    let settings = courier::storage::SubscriptionSettings {
+        mode: DeliveryMode::Ordered,
+        ..Default::default()
+    };
     let sub = store.subscribe("s", "t", settings).await.unwrap();
     for producer in 0..4u64 {
         let store = store.clone();

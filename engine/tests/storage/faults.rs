@@ -56,9 +56,9 @@ async fn invalid_names_are_refused_with_the_rule() {
 async fn a_second_store_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path());
-    let error = Store::open(StoreConfig::new(dir.path()))
-        .err()
-        .expect("must fail");
+    let Err(error) = Store::open(StoreConfig::new(dir.path())) else {
+        panic!("a second store on a locked directory must fail");
+    };
     assert!(matches!(error, Error::Locked(_)), "{error}");
     assert!(error.to_string().contains("locked by another process"));
 }
