@@ -1,1 +1,69 @@
-fn main() {}
+//! The `courier` binary: parses the command line and hands over to the
+//! library (`engine::run` for `serve`, the CLI client otherwise).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use courier::cli::{Cli, Command};
+use courier::config::{Config, Overrides};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(overrides) => serve(&overrides),
+        command => runtime().and_then(|rt| rt.block_on(courier::cli::run_client(command))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve(overrides: &Overrides) -> anyhow::Result<()> {
+    let config = Config::load(overrides)?;
+    courier::telemetry::init(config.log_format, &config.log_filter);
+    runtime()?.block_on(courier::engine::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM. A second one exits at once:
+/// everything acknowledged is already durable, so nothing acknowledged is
+/// lost; unacknowledged deliveries are redelivered after the next start.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("signal received: shutting down gracefully (signal again to exit at once)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,1 +1,171 @@
+//! The Courier plugin SDK: write a consumer plugin in a few lines.
+//!
+//! A Courier plugin is a WebAssembly component that implements the
+//! `consumer` world of `wit/courier-plugin.wit`. This crate generates the
+//! bindings for that world once and wraps them in a small Rust API:
+//!
+//! - [`Plugin`], the trait a plugin implements, and [`export!`], which turns
+//!   the implementing type into the component's `handler` export;
+//! - [`Message`] (one delivery) and [`Outcome`] (the plugin's decision);
+//! - [`state`], the plugin's private key-value store;
+//! - [`publish`], [`publish_json`] and [`publish_with_headers`];
+//! - [`config`], the manifest's `[config]` table, and [`log`].
+//!
+//! # Guarantees
+//!
+//! Delivery is at-least-once, but everything a plugin does through [`state`]
+//! and the `publish` functions is *staged* while [`Plugin::handle`] runs and
+//! committed atomically with the acknowledgement of that message. If the
+//! plugin answers [`Outcome::retry`] or [`Outcome::dead_letter`], or traps
+//! (panics, runs out of memory or time), the staged effects are discarded.
+//! A plugin that keeps all its effects inside these capabilities therefore
+//! has effectively-once effects, whatever happens to it. Reads through
+//! [`state`] see the committed state plus the plugin's own staged writes.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use courier_plugin::{Error, Message, Outcome, Plugin, config, log, publish_json, state};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize)]
+//! struct Signup<'a> {
+//!     user_id: &'a str,
+//! }
+//!
+//! #[derive(Serialize)]
+//! struct Welcome<'a> {
+//!     user_id: &'a str,
+//!     number: i64,
+//! }
+//!
+//! struct Greeter;
+//!
+//! impl Plugin for Greeter {
+//!     fn handle(message: Message) -> Outcome {
+//!         let signup: Signup = match message.json() {
+//!             Ok(signup) => signup,
+//!             Err(e) => return Outcome::dead_letter(format!("invalid signup: {e}")),
+//!         };
+//!         // A host error becomes a retry with the error as its reason.
+//!         greet(&signup).map_or_else(Outcome::from, |()| Outcome::ack())
+//!     }
+//! }
+//!
+//! fn greet(signup: &Signup) -> Result<(), Error> {
+//!     let number = state::increment("stats/signups", 1)?;
+//!     let topic = config::get_or("topic", "welcome")?;
+//!     publish_json(&topic, Some(signup.user_id.as_bytes()), &Welcome {
+//!         user_id: signup.user_id,
+//!         number,
+//!     })?;
+//!     log::debug(&format!("welcomed {} as number {number}", signup.user_id));
+//!     Ok(())
+//! }
+//!
+//! courier_plugin::export!(Greeter);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`: a `cdylib`
+//! crate compiles straight to a component.
 
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+pub mod log;
+mod message;
+pub mod state;
+
+pub use error::Error;
+pub use message::{Message, Outcome, RetryRequest};
+
+/// The generated bindings of the `consumer` world. Used by [`export!`]; not
+/// part of the supported API.
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "consumer",
+        // Borrowed arguments for imports: calling the host copies nothing
+        // into fresh `String`s or `Vec`s first.
+        ownership: Borrowing { duplicate_if_necessary: true },
+        pub_export_macro: true,
+        export_macro_name: "export_consumer",
+        default_bindings_module: "$crate::bindings",
+    });
+}
+
+use bindings::courier::plugin::producer;
+
+/// A consumer plugin: decides the [`Outcome`] of each message.
+///
+/// Courier calls [`handle`](Plugin::handle) once per delivered message, in
+/// partition order for ordered subscriptions, and never concurrently on one
+/// instance. Register the implementing type with [`export!`].
+pub trait Plugin {
+    /// Handles one delivery of one message.
+    ///
+    /// Effects made through [`state`] and the `publish` functions during this
+    /// call are committed with the message's acknowledgement if this returns
+    /// [`Outcome::ack`], and discarded otherwise. A panic traps the instance:
+    /// that counts as a failed attempt, like a retry with the default backoff.
+    fn handle(message: Message) -> Outcome;
+}
+
+/// Exports a [`Plugin`] type as the component's `courier:plugin/handler`.
+///
+/// Use it once per plugin crate, at the crate root, with the name of the type
+/// (an identifier) that implements [`Plugin`]:
+///
+/// ```ignore
+/// courier_plugin::export!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export {
+    ($plugin:ident) => {
+        impl $crate::bindings::exports::courier::plugin::handler::Guest for $plugin {
+            #[inline]
+            fn handle(message: $crate::Message) -> $crate::Outcome {
+                <$plugin as $crate::Plugin>::handle(message)
+            }
+        }
+        $crate::bindings::export_consumer!($plugin with_types_in $crate::bindings);
+    };
+}
+
+/// Publishes `payload` to `topic`, partitioned by `key`.
+///
+/// The message is staged: consumers see it only once the message being
+/// handled is acknowledged, in the same atomic write; it is discarded if that
+/// message is retried or dead-lettered. Fails with [`Error::AccessDenied`]
+/// unless the manifest's `[capabilities] publish` list grants `topic`.
+pub fn publish(topic: &str, key: Option<&[u8]>, payload: impl AsRef<[u8]>) -> Result<(), Error> {
+    publish_with_headers(topic, key, &[], payload)
+}
+
+/// Serializes `value` as JSON and publishes it like [`publish`] does.
+///
+/// Fails with [`Error::Json`] if `value` cannot be serialized; nothing is
+/// staged then.
+pub fn publish_json<T: serde::Serialize + ?Sized>(
+    topic: &str,
+    key: Option<&[u8]>,
+    value: &T,
+) -> Result<(), Error> {
+    let payload = serde_json::to_vec(value)?;
+    publish_with_headers(topic, key, &[], payload)
+}
+
+/// Publishes `payload` to `topic` with `(name, value)` headers, which
+/// subscribers see in this order. Staged like [`publish`].
+pub fn publish_with_headers(
+    topic: &str,
+    key: Option<&[u8]>,
+    headers: &[(&str, &str)],
+    payload: impl AsRef<[u8]>,
+) -> Result<(), Error> {
+    producer::publish(topic, key, headers, payload.as_ref())?;
+    Ok(())
+}

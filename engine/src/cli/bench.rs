@@ -1,0 +1,905 @@
+//! `courier bench`, the order fan-out benchmark, and `courier
+//! generate-orders`, which prints the same orders as NDJSON envelopes.
+//!
+//! The bench drives an engine over HTTP only, like any producer: a running
+//! one (`--server`), or one it starts in this process on a temporary
+//! directory with the notification, recommendation and membership plugins.
+//! It measures, in order:
+//!
+//! 1. publish throughput: `--producers` concurrent HTTP publishers send
+//!    `--orders` orders in batches of `--batch`, as fast as they are
+//!    answered (every answer means durable);
+//! 2. drain: the time from the first publish until every plugin subscribed
+//!    to the topic has no lag, nothing in flight and nothing scheduled
+//!    (polled every 50 ms); orders / that time is the end-to-end rate;
+//! 3. latency at a fixed rate (`--rate` for `--latency-secs`): a batch is
+//!    due every millisecond, sent open-loop (a slow answer never delays the
+//!    schedule); an order's latency runs from its batch's scheduled send
+//!    time until every plugin's committed cursor of its partition is past
+//!    its offset, as seen by polling `GET /v1/subscriptions` every
+//!    millisecond (so figures are upper bounds, by up to one poll);
+//! 4. the engine's peak resident memory (VmHWM): of this process when the
+//!    engine runs in it (the bench's own share is a few MB: orders are
+//!    generated batch by batch), of `--pid` for a remote engine.
+//!
+//! Nothing is simulated: the figures come from real requests, real fsyncs
+//! and the real plugins.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::workload::{Generator, Order, Shape, envelope_ndjson};
+
+/// The plugins an in-process bench installs.
+const BENCH_PLUGINS: [&str; 3] = ["notification", "recommendation", "membership"];
+/// The targets the figures are reported against.
+const TARGET_DRAIN_ORDERS_PER_SEC: f64 = 100_000.0;
+const TARGET_P99_MS: f64 = 10.0;
+const TARGET_PEAK_RSS_MB: f64 = 200.0;
+/// How often the drain phase polls the subscriptions.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// How often the latency phase sends a batch and polls the cursors.
+const LATENCY_TICK: Duration = Duration::from_millis(1);
+/// Publish requests of the latency phase in flight at once, at most.
+const MAX_LATENCY_REQUESTS: usize = 256;
+/// Give up waiting for plugins to appear, drain, or finish the latency
+/// phase's orders after this long.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// How many orders to print.
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// The same seed prints the same orders.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Distinct users (orders are keyed by user).
+    #[arg(long, default_value_t = 1000)]
+    pub users: u32,
+    /// Distinct merchants.
+    #[arg(long, default_value_t = 100)]
+    pub merchants: u32,
+    /// Approximate size of one order's JSON, in bytes.
+    #[arg(long, default_value_t = 300)]
+    pub size: usize,
+}
+
+/// Prints `count` orders as `{"key": user_id, "payload": order}` lines.
+pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    let mut generator = Generator::new(Shape {
+        seed: args.seed,
+        users: args.users,
+        merchants: args.merchants,
+        size_bytes: args.size,
+        ..Shape::default()
+    });
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = (0..args.count)
+        .try_for_each(|_| generator.next_order().write_envelope(&mut out))
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.flush());
+    match written {
+        // `| head` closing the pipe is not an error.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing orders to standard output"),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// A running engine to measure. Without it, the bench starts an engine
+    /// in this process on a temporary directory.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Bearer token of the --server engine, if it requires one.
+    #[arg(long, env = "COURIER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Process id of the --server engine, to report its peak memory.
+    #[arg(long, requires = "server")]
+    pub pid: Option<u32>,
+    /// Compiled plugins for the in-process engine (notification.wasm,
+    /// recommendation.wasm, membership.wasm).
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+    pub plugins_from: PathBuf,
+    /// Where their manifests are (NAME/NAME.toml).
+    #[arg(long, default_value = "plugins")]
+    pub manifests_from: PathBuf,
+    /// Topic to publish the orders to.
+    #[arg(long, default_value = "orders")]
+    pub topic: String,
+    /// Orders of the throughput and drain phases.
+    #[arg(long, default_value_t = 200_000)]
+    pub orders: u64,
+    /// Approximate size of one order's JSON, in bytes.
+    #[arg(long, default_value_t = 300)]
+    pub size: usize,
+    /// Concurrent HTTP publishers of the throughput phase.
+    #[arg(long, default_value_t = 8)]
+    pub producers: usize,
+    /// Orders per publish request of the throughput phase.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Orders per second of the latency phase (0: skip it).
+    #[arg(long, default_value_t = 5000)]
+    pub rate: u64,
+    /// Duration of the latency phase, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub latency_secs: f64,
+    /// Distinct users (orders are keyed by user).
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u32,
+    /// The same seed publishes the same orders.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The engine under test.
+enum Target {
+    /// Started by the bench; dropped (with its directory) at the end.
+    InProcess {
+        engine: Engine,
+        _dir: tempfile::TempDir,
+    },
+    Remote {
+        pid: Option<u32>,
+    },
+}
+
+/// Talks to the engine under test.
+struct Bench {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    topic: String,
+    /// The plugins subscribed to the topic: what "drained" waits for.
+    plugins: Vec<String>,
+    quiet: bool,
+}
+
+/// `GET /v1/subscriptions`, the fields the bench reads.
+#[derive(Deserialize)]
+struct Subscriptions {
+    subscriptions: Vec<SubscriptionView>,
+}
+
+#[derive(Deserialize)]
+struct SubscriptionView {
+    plugin: String,
+    topic: String,
+    lag: u64,
+    in_flight: u64,
+    scheduled: u64,
+    dead_letters: u64,
+    partitions: Vec<PartitionView>,
+}
+
+#[derive(Deserialize)]
+struct PartitionView {
+    partition: u32,
+    committed: u64,
+}
+
+/// The publish answer, the fields the bench reads.
+#[derive(Deserialize)]
+struct Published {
+    messages: Vec<Position>,
+}
+
+#[derive(Deserialize)]
+struct Position {
+    partition: u32,
+    offset: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    check_args(&args)?;
+    let (base, target) = match &args.server {
+        Some(server) => (
+            server.trim_end_matches('/').to_owned(),
+            Target::Remote { pid: args.pid },
+        ),
+        None => {
+            let (engine, dir) = start_engine(&args).await?;
+            (
+                format!("http://{}", engine.addr()),
+                Target::InProcess { engine, _dir: dir },
+            )
+        }
+    };
+    let mut bench = Bench {
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("building the HTTP client")?,
+        base,
+        token: args.token.clone(),
+        topic: args.topic.clone(),
+        plugins: Vec::new(),
+        quiet: args.json,
+    };
+    let result = measure(&mut bench, &args, &target).await;
+    if let Target::InProcess { engine, .. } = target {
+        engine.shutdown().await;
+    }
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
+    ensure!(args.orders > 0, "--orders must be positive");
+    ensure!(args.producers > 0, "--producers must be positive");
+    ensure!(args.batch > 0, "--batch must be positive");
+    ensure!(
+        args.latency_secs.is_finite() && args.latency_secs >= 0.0,
+        "--latency-secs must be a non-negative number"
+    );
+    Ok(())
+}
+
+/// The phases, in order, and the report they add up to.
+async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow::Result<Value> {
+    let expected: &[&str] = match target {
+        Target::InProcess { .. } => &BENCH_PLUGINS,
+        Target::Remote { .. } => &[],
+    };
+    bench.plugins = bench.wait_for_plugins(expected).await?;
+    let source = Arc::new(Mutex::new(Source::new(args)));
+    let throughput = throughput(bench, args, &source).await?;
+    let latency = if args.rate > 0 && args.latency_secs > 0.0 {
+        Some(latency(bench, args, &source).await?)
+    } else {
+        None
+    };
+    let generated = lock(&source).generator.generated();
+    let dead_letters: u64 = bench
+        .subscriptions()
+        .await?
+        .iter()
+        .map(|s| s.dead_letters)
+        .sum();
+    let counted = match target {
+        Target::InProcess { .. } => bench.state_number("membership", "stats/orders").await?,
+        Target::Remote { .. } => None,
+    };
+    let rss = match target {
+        Target::InProcess { .. } => peak_rss_mb(Path::new("/proc/self/status")),
+        Target::Remote { pid } => {
+            pid.and_then(|pid| peak_rss_mb(&PathBuf::from(format!("/proc/{pid}/status"))))
+        }
+    };
+    let engine = match target {
+        Target::InProcess { .. } => "in-process (fsync always)".to_owned(),
+        Target::Remote { .. } => bench.base.clone(),
+    };
+    Ok(json!({
+        "engine": engine,
+        "topic": bench.topic,
+        "plugins": bench.plugins,
+        "order_bytes_avg": throughput.bytes as f64 / throughput.orders as f64,
+        "throughput": throughput.json(args, bench.plugins.len()),
+        "latency": latency.as_ref().map(Latency::json),
+        "peak_rss_mb": rss,
+        "dead_letters": dead_letters,
+        "orders_published": generated,
+        "orders_counted_by_membership": counted,
+        "targets": {
+            "drain_orders_per_sec": TARGET_DRAIN_ORDERS_PER_SEC,
+            "latency_p99_ms": TARGET_P99_MS,
+            "peak_rss_mb": TARGET_PEAK_RSS_MB,
+        },
+    }))
+}
+
+/// Starts an engine on a temporary directory with the bench's plugins.
+async fn start_engine(args: &BenchArgs) -> anyhow::Result<(Engine, tempfile::TempDir)> {
+    let dir = tempfile::Builder::new()
+        .prefix("courier-bench-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let mut config = Config::defaults();
+    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.store.dir = dir.path().join("data");
+    config.plugins_dir = dir.path().join("plugins");
+    config.plugin_cache_dir = dir.path().join("plugin-cache");
+    config.shutdown_grace = Duration::from_secs(5);
+    std::fs::create_dir_all(&config.plugins_dir).context("creating the plugins directory")?;
+    for name in BENCH_PLUGINS {
+        install_plugin(args, name, &config.plugins_dir)?;
+    }
+    if !args.json {
+        eprintln!(
+            "starting an engine in this process on {}",
+            dir.path().display()
+        );
+    }
+    let engine = crate::engine::start(config)
+        .await
+        .context("starting the engine")?;
+    Ok((engine, dir))
+}
+
+/// Copies `NAME.toml` and then `NAME.wasm` (through a rename) into `to`.
+fn install_plugin(args: &BenchArgs, name: &str, to: &Path) -> anyhow::Result<()> {
+    let wasm = args.plugins_from.join(format!("{name}.wasm"));
+    let manifest = args.manifests_from.join(name).join(format!("{name}.toml"));
+    if !wasm.is_file() {
+        bail!(
+            "{} is missing: run `make plugins` at the repository root, or pass --plugins-from",
+            wasm.display()
+        );
+    }
+    std::fs::copy(&manifest, to.join(format!("{name}.toml")))
+        .with_context(|| format!("copying {} (pass --manifests-from?)", manifest.display()))?;
+    let tmp = to.join(format!(".{name}.wasm.tmp"));
+    std::fs::copy(&wasm, &tmp).with_context(|| format!("copying {}", wasm.display()))?;
+    std::fs::rename(&tmp, to.join(format!("{name}.wasm"))).context("installing a plugin")?;
+    Ok(())
+}
+
+impl Bench {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the engine at {}", self.base))?;
+        let status = response.status();
+        let bytes = response.bytes().await.context("reading an answer")?;
+        if !status.is_success() {
+            bail!("{status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        serde_json::from_slice(&bytes).context("decoding an answer")
+    }
+
+    /// The subscriptions of the bench's plugins on its topic.
+    async fn subscriptions(&self) -> anyhow::Result<Vec<SubscriptionView>> {
+        let all: Subscriptions = self
+            .call(self.request(reqwest::Method::GET, "/v1/subscriptions"))
+            .await?;
+        Ok(all
+            .subscriptions
+            .into_iter()
+            .filter(|s| s.topic == self.topic && self.plugins.contains(&s.plugin))
+            .collect())
+    }
+
+    /// Publishes an NDJSON body; answers each message's position.
+    async fn publish(&self, body: Vec<u8>) -> anyhow::Result<Vec<Position>> {
+        let path = format!("/v1/topics/{}/messages", self.topic);
+        let request = self
+            .request(reqwest::Method::POST, &path)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body);
+        let published: Published = self.call(request).await.context("publishing")?;
+        Ok(published.messages)
+    }
+
+    /// A plugin's numeric state value, if set.
+    async fn state_number(&self, plugin: &str, key: &str) -> anyhow::Result<Option<u64>> {
+        let path = format!("/v1/plugins/{plugin}/state/{key}");
+        let response = self.request(reqwest::Method::GET, &path).send().await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let value: Value = response.error_for_status()?.json().await?;
+        Ok(value["value"].as_u64())
+    }
+
+    /// Waits until every plugin of `expected` (or, if empty, at least one
+    /// plugin) subscribes to the topic; answers the subscribed plugins.
+    async fn wait_for_plugins(&self, expected: &[&str]) -> anyhow::Result<Vec<String>> {
+        let started = Instant::now();
+        loop {
+            let all: Subscriptions = self
+                .call(self.request(reqwest::Method::GET, "/v1/subscriptions"))
+                .await?;
+            let mut plugins: Vec<String> = all
+                .subscriptions
+                .into_iter()
+                .filter(|s| s.topic == self.topic)
+                .map(|s| s.plugin)
+                .collect();
+            plugins.sort_unstable();
+            let ready = match expected {
+                [] => !plugins.is_empty(),
+                names => names.iter().all(|name| plugins.iter().any(|p| p == name)),
+            };
+            if ready {
+                return Ok(plugins);
+            }
+            if started.elapsed() > SETUP_TIMEOUT {
+                bail!(
+                    "no plugin subscribes to topic {:?} after {SETUP_TIMEOUT:?}: nothing would drain it",
+                    self.topic
+                );
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+
+    fn say(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("{text}");
+        }
+    }
+}
+
+fn drained(subscriptions: &[SubscriptionView]) -> bool {
+    subscriptions
+        .iter()
+        .all(|s| s.lag == 0 && s.in_flight == 0 && s.scheduled == 0)
+}
+
+/// Orders still to publish, handed out batch by batch so the bench never
+/// holds more than the batches in flight.
+struct Source {
+    generator: Generator,
+    /// Orders of the throughput phase not yet handed out.
+    left: u64,
+}
+
+impl Source {
+    fn new(args: &BenchArgs) -> Source {
+        Source {
+            generator: Generator::new(Shape {
+                seed: args.seed,
+                users: args.users,
+                size_bytes: args.size,
+                ..Shape::default()
+            }),
+            left: args.orders,
+        }
+    }
+
+    /// The next batch of at most `max` orders of the throughput phase.
+    fn take(&mut self, max: usize) -> Option<Vec<Order>> {
+        let count = self.left.min(max as u64);
+        if count == 0 {
+            return None;
+        }
+        self.left -= count;
+        Some(self.generator.orders(count as usize))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Phases 1 and 2.
+struct Throughput {
+    orders: u64,
+    bytes: u64,
+    publish_secs: f64,
+    drain_secs: f64,
+}
+
+impl Throughput {
+    fn json(&self, args: &BenchArgs, plugins: usize) -> Value {
+        json!({
+            "orders": self.orders,
+            "producers": args.producers,
+            "batch": args.batch,
+            "publish_secs": self.publish_secs,
+            "publish_orders_per_sec": self.orders as f64 / self.publish_secs,
+            "publish_mb_per_sec": self.bytes as f64 / 1e6 / self.publish_secs,
+            "drain_secs": self.drain_secs,
+            "drain_orders_per_sec": self.orders as f64 / self.drain_secs,
+            "drain_deliveries_per_sec": (self.orders * plugins as u64) as f64 / self.drain_secs,
+        })
+    }
+}
+
+async fn throughput(
+    bench: &Bench,
+    args: &BenchArgs,
+    source: &Arc<Mutex<Source>>,
+) -> anyhow::Result<Throughput> {
+    bench.say(&format!(
+        "publishing {} orders ({} producers, {} per request), then waiting for {} to drain",
+        args.orders,
+        args.producers,
+        args.batch,
+        bench.plugins.join(", ")
+    ));
+    let bench = Arc::new(bench.clone_handle());
+    let started = Instant::now();
+    let mut producers = JoinSet::new();
+    for _ in 0..args.producers {
+        producers.spawn(produce(Arc::clone(&bench), Arc::clone(source), args.batch));
+    }
+    let (mut orders, mut bytes) = (0, 0);
+    while let Some(joined) = producers.join_next().await {
+        let (sent, sent_bytes) = joined.context("a producer panicked")??;
+        orders += sent;
+        bytes += sent_bytes;
+    }
+    let publish_secs = started.elapsed().as_secs_f64();
+    loop {
+        if drained(&bench.subscriptions().await?) {
+            break;
+        }
+        if started.elapsed() > DRAIN_TIMEOUT {
+            bail!("the plugins did not drain {orders} orders within {DRAIN_TIMEOUT:?}");
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    Ok(Throughput {
+        orders,
+        bytes,
+        publish_secs,
+        drain_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+impl Bench {
+    /// A second handle on the same engine (the HTTP client shares its pool).
+    fn clone_handle(&self) -> Bench {
+        Bench {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: self.token.clone(),
+            topic: self.topic.clone(),
+            plugins: self.plugins.clone(),
+            quiet: self.quiet,
+        }
+    }
+}
+
+/// One producer: publishes batches until the source is empty; answers the
+/// orders and bytes it sent.
+async fn produce(
+    bench: Arc<Bench>,
+    source: Arc<Mutex<Source>>,
+    batch: usize,
+) -> anyhow::Result<(u64, u64)> {
+    let (mut orders, mut bytes) = (0u64, 0u64);
+    loop {
+        let Some(batch) = lock(&source).take(batch) else {
+            return Ok((orders, bytes));
+        };
+        let body = envelope_ndjson(&batch)?;
+        bytes += body.len() as u64;
+        let positions = bench.publish(body).await?;
+        ensure!(
+            positions.len() == batch.len(),
+            "published {} orders but the engine answered {} positions",
+            batch.len(),
+            positions.len()
+        );
+        orders += batch.len() as u64;
+    }
+}
+
+/// Phase 3.
+struct Latency {
+    rate: u64,
+    secs: f64,
+    sent: u64,
+    /// Microseconds.
+    histogram: Histogram<u64>,
+}
+
+impl Latency {
+    fn ms(&self, quantile: f64) -> f64 {
+        self.histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "rate": self.rate,
+            "achieved_rate": self.sent as f64 / self.secs,
+            "orders": self.sent,
+            "measured": self.histogram.len(),
+            "p50_ms": self.ms(0.5),
+            "p99_ms": self.ms(0.99),
+            "p999_ms": self.ms(0.999),
+            "max_ms": self.histogram.max() as f64 / 1000.0,
+            "mean_ms": self.histogram.mean() / 1000.0,
+            "poll_ms": LATENCY_TICK.as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+/// Orders published but not yet handled by every plugin, by partition and
+/// offset, with their scheduled send times.
+#[derive(Default)]
+struct Pending {
+    by_partition: HashMap<u32, BTreeMap<u64, Instant>>,
+    count: usize,
+}
+
+impl Pending {
+    fn add(&mut self, positions: &[Position], sent: Instant) {
+        for position in positions {
+            let partition = self.by_partition.entry(position.partition).or_default();
+            if partition.insert(position.offset, sent).is_none() {
+                self.count += 1;
+            }
+        }
+    }
+
+    /// Records every order below the cursors of all plugins as done now.
+    fn complete(&mut self, cursors: &HashMap<u32, u64>, histogram: &mut Histogram<u64>) {
+        let now = Instant::now();
+        for (partition, orders) in &mut self.by_partition {
+            let Some(&cursor) = cursors.get(partition) else {
+                continue;
+            };
+            let still_pending = orders.split_off(&cursor);
+            for sent in std::mem::replace(orders, still_pending).into_values() {
+                let micros = now.saturating_duration_since(sent).as_micros();
+                histogram.saturating_record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
+                self.count -= 1;
+            }
+        }
+    }
+}
+
+/// The lowest committed cursor over every plugin, per partition.
+fn min_cursors(subscriptions: &[SubscriptionView]) -> HashMap<u32, u64> {
+    let mut cursors: HashMap<u32, u64> = HashMap::new();
+    for partition in subscriptions.iter().flat_map(|s| &s.partitions) {
+        cursors
+            .entry(partition.partition)
+            .and_modify(|c| *c = (*c).min(partition.committed))
+            .or_insert(partition.committed);
+    }
+    cursors
+}
+
+async fn latency(
+    bench: &Bench,
+    args: &BenchArgs,
+    source: &Arc<Mutex<Source>>,
+) -> anyhow::Result<Latency> {
+    bench.say(&format!(
+        "measuring latency at {} orders/s for {}s",
+        args.rate, args.latency_secs
+    ));
+    let bench = Arc::new(bench.clone_handle());
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let histogram =
+        Histogram::new_with_bounds(1, 3_600_000_000, 3).context("creating a histogram")?;
+    let histogram = Arc::new(Mutex::new(histogram));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let poller = tokio::spawn(poll_cursors(
+        Arc::clone(&bench),
+        Arc::clone(&pending),
+        Arc::clone(&histogram),
+        stop.clone(),
+    ));
+    let started = Instant::now();
+    let sent = publish_at_rate(&bench, args, source, &pending).await;
+    let secs = started.elapsed().as_secs_f64();
+    let settled = wait_settled(&pending).await;
+    stop.cancel();
+    poller.await.context("the cursor poller panicked")??;
+    let sent = sent?;
+    settled?;
+    let histogram = lock(&histogram).clone();
+    Ok(Latency {
+        rate: args.rate,
+        secs,
+        sent,
+        histogram,
+    })
+}
+
+/// Publishes `rate` orders per second for `latency_secs`, one batch per
+/// tick, open-loop; answers how many orders were published.
+async fn publish_at_rate(
+    bench: &Arc<Bench>,
+    args: &BenchArgs,
+    source: &Arc<Mutex<Source>>,
+    pending: &Arc<Mutex<Pending>>,
+) -> anyhow::Result<u64> {
+    let mut ticker = tokio::time::interval(LATENCY_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let permits = Arc::new(Semaphore::new(MAX_LATENCY_REQUESTS));
+    let ticks = (args.latency_secs / LATENCY_TICK.as_secs_f64()).round() as u64;
+    let (mut sent, mut requests) = (0u64, JoinSet::new());
+    for tick in 1..=ticks {
+        let scheduled = ticker.tick().await.into_std();
+        let due = (args.rate as f64 * (tick as f64 * LATENCY_TICK.as_secs_f64())) as u64;
+        if due <= sent {
+            continue;
+        }
+        let orders = lock(source).generator.orders((due - sent) as usize);
+        sent = due;
+        let body = envelope_ndjson(&orders)?;
+        let permit = Arc::clone(&permits).acquire_owned().await?;
+        let (bench, pending) = (Arc::clone(bench), Arc::clone(pending));
+        requests.spawn(async move {
+            let positions = bench.publish(body).await?;
+            lock(&pending).add(&positions, scheduled);
+            drop(permit);
+            anyhow::Ok(())
+        });
+        while let Some(done) = requests.try_join_next() {
+            done.context("a publish task panicked")??;
+        }
+    }
+    while let Some(done) = requests.join_next().await {
+        done.context("a publish task panicked")??;
+    }
+    Ok(sent)
+}
+
+/// Polls the plugins' cursors every tick and records the orders they
+/// passed, until `stop`.
+async fn poll_cursors(
+    bench: Arc<Bench>,
+    pending: Arc<Mutex<Pending>>,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let mut ticker = tokio::time::interval(LATENCY_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        let cursors = min_cursors(&bench.subscriptions().await?);
+        let mut histogram = lock(&histogram);
+        lock(&pending).complete(&cursors, &mut histogram);
+    }
+}
+
+/// Waits until every published order of the latency phase was handled.
+async fn wait_settled(pending: &Mutex<Pending>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let left = lock(pending).count;
+        if left == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > SETTLE_TIMEOUT {
+            bail!("{left} orders of the latency phase were not handled within {SETTLE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(LATENCY_TICK).await;
+    }
+}
+
+/// Peak resident memory (VmHWM) in MB from a `/proc/<pid>/status` file.
+fn peak_rss_mb(status: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(status).ok()?;
+    let line = text.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0 / 1e6)
+}
+
+fn print_report(report: &Value) {
+    let throughput = &report["throughput"];
+    println!(
+        "\ncourier bench: {} orders of ~{:.0} bytes on topic {}, plugins {}, engine {}",
+        throughput["orders"],
+        report["order_bytes_avg"].as_f64().unwrap_or(0.0),
+        report["topic"].as_str().unwrap_or(""),
+        report["plugins"].as_array().map_or(0, Vec::len),
+        report["engine"].as_str().unwrap_or("")
+    );
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec!["measure", "result", "target", "met"]);
+    let rate = |key: &str| format!("{:.0} orders/s", throughput[key].as_f64().unwrap_or(0.0));
+    table.add_row(vec![
+        "publish (durable answers)".to_owned(),
+        rate("publish_orders_per_sec"),
+        String::new(),
+        String::new(),
+    ]);
+    let drain = throughput["drain_orders_per_sec"].as_f64().unwrap_or(0.0);
+    table.add_row(row(
+        "drained end to end",
+        rate("drain_orders_per_sec"),
+        "≥ 100000 orders/s",
+        drain >= TARGET_DRAIN_ORDERS_PER_SEC,
+    ));
+    add_latency_rows(&mut table, &report["latency"]);
+    match report["peak_rss_mb"].as_f64() {
+        Some(mb) => table.add_row(row(
+            "engine peak RSS",
+            format!("{mb:.0} MB"),
+            "≤ 200 MB",
+            mb <= TARGET_PEAK_RSS_MB,
+        )),
+        None => table.add_row(vec![
+            "engine peak RSS",
+            "unknown (give --pid)",
+            "≤ 200 MB",
+            "",
+        ]),
+    };
+    println!("{table}");
+    println!(
+        "publish {:.2}s, drained after {:.2}s; dead letters: {}; membership counted {} of {} orders",
+        throughput["publish_secs"].as_f64().unwrap_or(0.0),
+        throughput["drain_secs"].as_f64().unwrap_or(0.0),
+        report["dead_letters"],
+        report["orders_counted_by_membership"],
+        report["orders_published"]
+    );
+}
+
+fn add_latency_rows(table: &mut Table, latency: &Value) {
+    if latency.is_null() {
+        return;
+    }
+    let ms = |key: &str| latency[key].as_f64().unwrap_or(0.0);
+    let at = format!(
+        "{:.0} orders/s",
+        latency["achieved_rate"].as_f64().unwrap_or(0.0)
+    );
+    table.add_row(vec![
+        format!("latency p50 at {at}"),
+        format!("{:.2} ms", ms("p50_ms")),
+        String::new(),
+        String::new(),
+    ]);
+    table.add_row(row(
+        "latency p99",
+        format!("{:.2} ms", ms("p99_ms")),
+        "≤ 10 ms",
+        ms("p99_ms") <= TARGET_P99_MS,
+    ));
+    table.add_row(vec![
+        "latency p99.9".to_owned(),
+        format!("{:.2} ms", ms("p999_ms")),
+        String::new(),
+        String::new(),
+    ]);
+    table.add_row(vec![
+        "latency max".to_owned(),
+        format!("{:.2} ms", ms("max_ms")),
+        String::new(),
+        String::new(),
+    ]);
+}
+
+fn row(measure: &str, result: String, target: &str, met: bool) -> Vec<String> {
+    let met = if met { "yes" } else { "NO" };
+    vec![
+        measure.to_owned(),
+        result,
+        target.to_owned(),
+        met.to_owned(),
+    ]
+}

@@ -1,0 +1,288 @@
+//! Prometheus metrics: counters and histograms updated by the dispatcher and
+//! the API, plus a collector that reads the store's totals, lags and fsync
+//! latencies at scrape time (so nothing is double-counted or goes stale).
+//!
+//! Hot paths touch only pre-resolved handles ([`PluginMetrics`]): one
+//! atomic add per batch, one histogram observation per message; no locks,
+//! no label lookups.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::storage::{FSYNC_BUCKETS, Store};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginTopicLabels {
+    plugin: String,
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
+}
+
+fn handler_histogram() -> Histogram {
+    // 1 µs .. ~16 s
+    Histogram::new(exponential_buckets(1e-6, 4.0, 13))
+}
+
+/// The engine's metrics.
+pub struct Metrics {
+    registry: Registry,
+    published: Family<TopicLabels, Counter>,
+    delivered: Family<PluginTopicLabels, Counter>,
+    acked: Family<PluginTopicLabels, Counter>,
+    retried: Family<PluginTopicLabels, Counter>,
+    dead_lettered: Family<PluginTopicLabels, Counter>,
+    filtered: Family<PluginTopicLabels, Counter>,
+    traps: Family<PluginLabels, Counter>,
+    handler_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
+}
+
+/// Counters of one (plugin, topic), resolved once per dispatch worker.
+#[derive(Clone)]
+pub struct PluginMetrics {
+    pub delivered: Counter,
+    pub acked: Counter,
+    pub retried: Counter,
+    pub dead_lettered: Counter,
+    pub filtered: Counter,
+    pub traps: Counter,
+    pub handler_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new(store: Store) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("courier");
+        let published = Family::default();
+        let delivered = Family::default();
+        let acked = Family::default();
+        let retried = Family::default();
+        let dead_lettered = Family::default();
+        let filtered = Family::default();
+        let traps = Family::default();
+        let handler_seconds = Family::new_with_constructor(handler_histogram as fn() -> Histogram);
+        registry.register(
+            "published",
+            "Messages accepted from producers",
+            published.clone(),
+        );
+        registry.register("delivered", "Messages handed to plugins", delivered.clone());
+        registry.register(
+            "plugin_acked",
+            "Messages plugins acknowledged",
+            acked.clone(),
+        );
+        registry.register(
+            "plugin_retried",
+            "Failed attempts (retry outcomes and traps)",
+            retried.clone(),
+        );
+        registry.register(
+            "plugin_dead_lettered",
+            "Messages moved to dead letters",
+            dead_lettered.clone(),
+        );
+        registry.register(
+            "filtered",
+            "Messages skipped by a subscription's header filter",
+            filtered.clone(),
+        );
+        registry.register("plugin_traps", "Plugin calls that trapped", traps.clone());
+        registry.register(
+            "handler_seconds",
+            "Time a plugin took per message",
+            handler_seconds.clone(),
+        );
+        registry.register_collector(Box::new(StoreCollector { store }));
+        Arc::new(Metrics {
+            registry,
+            published,
+            delivered,
+            acked,
+            retried,
+            dead_lettered,
+            filtered,
+            traps,
+            handler_seconds,
+        })
+    }
+
+    pub fn published(&self, topic: &str, count: u64) {
+        let labels = TopicLabels {
+            topic: topic.to_owned(),
+        };
+        self.published.get_or_create(&labels).inc_by(count);
+    }
+
+    /// Handles for one dispatch worker.
+    pub fn plugin(&self, plugin: &str, topic: &str) -> PluginMetrics {
+        let pair = PluginTopicLabels {
+            plugin: plugin.to_owned(),
+            topic: topic.to_owned(),
+        };
+        let single = PluginLabels {
+            plugin: plugin.to_owned(),
+        };
+        PluginMetrics {
+            delivered: self.delivered.get_or_create_owned(&pair),
+            acked: self.acked.get_or_create_owned(&pair),
+            retried: self.retried.get_or_create_owned(&pair),
+            dead_lettered: self.dead_lettered.get_or_create_owned(&pair),
+            filtered: self.filtered.get_or_create_owned(&pair),
+            traps: self.traps.get_or_create_owned(&single),
+            handler_seconds: self.handler_seconds.get_or_create_owned(&single),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(%error, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+/// Reads the store at scrape time.
+#[derive(Debug)]
+struct StoreCollector {
+    store: Store,
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.store.stats();
+        let totals = [
+            (
+                "storage_appended",
+                "Messages appended to the log (including plugin publishes)",
+                stats.appended,
+            ),
+            ("storage_acked", "Acknowledgements committed", stats.acked),
+            ("storage_retried", "Redeliveries scheduled", stats.retried),
+            (
+                "storage_dead_lettered",
+                "Messages moved to dead letters",
+                stats.dead_lettered,
+            ),
+            (
+                "storage_expired",
+                "Messages removed by retention before a subscription handled them",
+                stats.expired,
+            ),
+            (
+                "storage_group_commits",
+                "Atomic batches committed by the writer",
+                stats.group_commits,
+            ),
+        ];
+        for (name, help, value) in totals {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let bytes = ConstGauge::new(stats.disk_bytes as i64);
+        bytes.encode(encoder.encode_descriptor(
+            "storage_bytes",
+            "Bytes the database uses on disk",
+            None,
+            bytes.metric_type(),
+        )?)?;
+        encode_fsync_histogram(&mut encoder, &stats)?;
+        encode_subscriptions(&mut encoder, &self.store)
+    }
+}
+
+fn encode_fsync_histogram(
+    encoder: &mut DescriptorEncoder,
+    stats: &crate::storage::StoreStats,
+) -> Result<(), std::fmt::Error> {
+    let mut buckets: Vec<(f64, u64)> = FSYNC_BUCKETS
+        .iter()
+        .copied()
+        .zip(stats.fsync_buckets.iter().copied())
+        .collect();
+    buckets.push((f64::MAX, stats.fsync_buckets.last().copied().unwrap_or(0)));
+    let mut metric = encoder.encode_descriptor(
+        "storage_fsync_seconds",
+        "Latency of the writer's fsyncs",
+        None,
+        prometheus_client::metrics::MetricType::Histogram,
+    )?;
+    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        stats.fsync_seconds,
+        stats.fsyncs,
+        &buckets,
+        None,
+    )
+}
+
+fn encode_subscriptions(
+    encoder: &mut DescriptorEncoder,
+    store: &Store,
+) -> Result<(), std::fmt::Error> {
+    let subscriptions = store.subscriptions();
+    type Gauge = (
+        &'static str,
+        &'static str,
+        fn(&crate::storage::SubscriptionInfo) -> u64,
+    );
+    let gauges: [Gauge; 4] = [
+        (
+            "subscription_lag",
+            "Messages a subscription has not handled yet",
+            |s| s.lag,
+        ),
+        (
+            "subscription_in_flight",
+            "Messages handed out and not settled",
+            |s| s.in_flight,
+        ),
+        (
+            "subscription_scheduled",
+            "Retries and replays waiting for their time",
+            |s| s.scheduled,
+        ),
+        (
+            "subscription_dead_letters",
+            "Dead letters stored for a subscription",
+            |s| s.dead_letters,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let mut metric = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for sub in &subscriptions {
+            let labels = PluginTopicLabels {
+                plugin: sub.subscriber.clone(),
+                topic: sub.topic.clone(),
+            };
+            let gauge = ConstGauge::new(value(sub) as i64);
+            gauge.encode(metric.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}

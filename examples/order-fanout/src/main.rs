@@ -1,0 +1,515 @@
+//! The order fan-out demo (`make demo`): one stream of orders, four
+//! independent consumers.
+//!
+//! It starts a Courier engine in this process on a temporary directory,
+//! installs the notification, recommendation and membership plugins (built
+//! by `make plugins`), publishes 10,000 generated orders over HTTP, waits
+//! until all three have handled every one, and checks what each did
+//! against the figures computed from the orders themselves
+//! (`courier::workload::Expected`), reading the plugins' state over the
+//! HTTP API. It then hot-adds the analytics plugin while publishing 5,000
+//! more orders; analytics starts from the earliest order, so it catches up
+//! on all 15,000. Finally it stops the engine gracefully. It exits non-zero,
+//! saying which check failed, if anything does not add up.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use courier::cli::Client;
+use courier::config::Config;
+use courier::workload::{Expected, Generator, Order, Shape, envelope_ndjson};
+use serde_json::Value;
+
+/// Orders published before analytics exists, and while it is added.
+const FIRST_ORDERS: usize = 10_000;
+const MORE_ORDERS: usize = 5_000;
+/// Orders per publish request.
+const BATCH: usize = 1_000;
+/// Fewer users and merchants than one state listing returns (1,000), so
+/// one request lists them all.
+const USERS: u32 = 800;
+const MERCHANTS: u32 = 40;
+const SEED: u64 = 42;
+const FIRST_PLUGINS: [&str; 3] = ["notification", "recommendation", "membership"];
+const HOT_PLUGIN: &str = "analytics";
+/// Longest wait for plugins to load or drain.
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// The most entries `GET /v1/plugins/{plugin}/state` returns.
+const MAX_LIST: usize = 1_000;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\ndemo failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the repository is: the demo reads the plugins from it.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+async fn run() -> anyhow::Result<()> {
+    let repo = repo_root();
+    let dir = tempfile::Builder::new().prefix("courier-demo-").tempdir()?;
+    let mut config = Config::defaults();
+    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.store.dir = dir.path().join("data");
+    config.plugins_dir = dir.path().join("plugins");
+    config.plugin_cache_dir = dir.path().join("plugin-cache");
+    config.shutdown_grace = Duration::from_secs(5);
+    std::fs::create_dir_all(&config.plugins_dir)?;
+    for name in FIRST_PLUGINS {
+        install(&repo, name, &config.plugins_dir)?;
+    }
+    let plugins_dir = config.plugins_dir.clone();
+    let engine = courier::engine::start(config)
+        .await
+        .context("starting the engine")?;
+    let api = Api {
+        client: Arc::new(Client::new(&format!("http://{}", engine.addr()), None)?),
+    };
+    println!("Courier order fan-out demo");
+    println!(
+        "engine on http://{}, data in {}",
+        engine.addr(),
+        dir.path().display()
+    );
+    let result = scenario(&api, &repo, &plugins_dir).await;
+    println!("stopping the engine gracefully");
+    engine.shutdown().await;
+    result?;
+    println!("all checks passed");
+    Ok(())
+}
+
+/// Copies `plugins/NAME/NAME.toml`, then the component (through a rename,
+/// so the engine never sees half a file), into the plugins directory.
+fn install(repo: &Path, name: &str, plugins_dir: &Path) -> anyhow::Result<()> {
+    let wasm = repo.join(format!("plugins/target/wasm32-wasip2/release/{name}.wasm"));
+    if !wasm.is_file() {
+        bail!("{} is missing: run `make plugins` first", wasm.display());
+    }
+    let manifest = repo.join(format!("plugins/{name}/{name}.toml"));
+    std::fs::copy(&manifest, plugins_dir.join(format!("{name}.toml")))
+        .with_context(|| format!("copying {}", manifest.display()))?;
+    let tmp = plugins_dir.join(format!(".{name}.wasm.tmp"));
+    std::fs::copy(&wasm, &tmp).with_context(|| format!("copying {}", wasm.display()))?;
+    std::fs::rename(&tmp, plugins_dir.join(format!("{name}.wasm")))?;
+    Ok(())
+}
+
+async fn scenario(api: &Api, repo: &Path, plugins_dir: &Path) -> anyhow::Result<()> {
+    api.wait_subscribed(&FIRST_PLUGINS).await?;
+    println!("plugins running: {}", FIRST_PLUGINS.join(", "));
+    let mut generator = Generator::new(Shape {
+        seed: SEED,
+        users: USERS,
+        merchants: MERCHANTS,
+        ..Shape::default()
+    });
+    let first = generator.orders(FIRST_ORDERS);
+    let mut expected = Expected::from_orders(&first);
+    let started = Instant::now();
+    api.publish(&first).await?;
+    let published = started.elapsed().as_secs_f64();
+    api.wait_drained(&FIRST_PLUGINS).await?;
+    println!(
+        "published {FIRST_ORDERS} orders ({USERS} users, {MERCHANTS} merchants) in {published:.2}s; \
+         all three plugins done after {:.2}s\n",
+        started.elapsed().as_secs_f64()
+    );
+    check_notification(api, &expected).await?;
+    check_recommendation(api, &expected).await?;
+    check_membership(api, &expected, &levels(repo)?).await?;
+
+    println!("\nhot-adding {HOT_PLUGIN} while publishing {MORE_ORDERS} more orders");
+    let more = generator.orders(MORE_ORDERS);
+    for order in &more {
+        expected.add(order);
+    }
+    let publisher = tokio::spawn(publish_slowly(api.clone(), more));
+    install(repo, HOT_PLUGIN, plugins_dir)?;
+    publisher.await.context("the publisher panicked")??;
+    let mut all = FIRST_PLUGINS.to_vec();
+    all.push(HOT_PLUGIN);
+    let started = Instant::now();
+    api.wait_subscribed(&all).await?;
+    api.wait_drained(&all).await?;
+    println!(
+        "{HOT_PLUGIN} loaded and caught up within {:.2}s\n",
+        started.elapsed().as_secs_f64()
+    );
+    check_analytics(api, &expected).await?;
+    check_membership_totals(api, &expected).await?;
+    check_no_dead_letters(api).await
+}
+
+/// Publishes in batches a little apart, so orders flow while the new
+/// plugin is being loaded.
+async fn publish_slowly(api: Api, orders: Vec<Order>) -> anyhow::Result<()> {
+    for batch in orders.chunks(BATCH) {
+        api.publish(batch).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// The membership level table from the manifest's `[config] levels`
+/// (`name:threshold,...`), ascending by threshold.
+fn levels(repo: &Path) -> anyhow::Result<Vec<(i64, String)>> {
+    let path = repo.join("plugins/membership/membership.toml");
+    let manifest: toml::Table = std::fs::read_to_string(&path)?.parse()?;
+    let text = manifest
+        .get("config")
+        .and_then(|config| config.get("levels"))
+        .and_then(toml::Value::as_str)
+        .context("membership.toml has no [config] levels")?;
+    let mut table = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, threshold) = entry
+            .split_once(':')
+            .context("a level is not name:threshold")?;
+        table.push((threshold.trim().parse()?, name.trim().to_owned()));
+    }
+    table.sort_unstable();
+    Ok(table)
+}
+
+fn level_for(levels: &[(i64, String)], points: i64) -> &str {
+    levels
+        .iter()
+        .rev()
+        .find(|(threshold, _)| points >= *threshold)
+        .map_or("basic", |(_, name)| name.as_str())
+}
+
+fn check(ok: bool, what: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if !ok {
+        bail!("check failed: {}", what());
+    }
+    Ok(())
+}
+
+async fn check_notification(api: &Api, expected: &Expected) -> anyhow::Result<()> {
+    let notices = api.number("notification", "stats/notices").await?;
+    check(notices == expected.orders as i64, || {
+        format!(
+            "notification sent {notices} notices for {} orders",
+            expected.orders
+        )
+    })?;
+    let per_merchant = api.numbers("notification", "notices/").await?;
+    let wanted: BTreeMap<String, i64> = expected
+        .orders_by_merchant
+        .iter()
+        .map(|(merchant, n)| (format!("notices/{merchant}"), *n as i64))
+        .collect();
+    check(per_merchant == wanted, || {
+        "notices per merchant differ from orders per merchant".into()
+    })?;
+    let (busiest, count) = expected
+        .orders_by_merchant
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .context("no merchants")?;
+    println!(
+        "notification    {notices} notices to {} merchants (busiest: {busiest}, {count} orders)",
+        per_merchant.len()
+    );
+    Ok(())
+}
+
+async fn check_recommendation(api: &Api, expected: &Expected) -> anyhow::Result<()> {
+    let updates = api
+        .number("recommendation", "stats/profiles_updated")
+        .await?;
+    check(updates == expected.orders as i64, || {
+        format!(
+            "recommendation updated profiles {updates} times for {} orders",
+            expected.orders
+        )
+    })?;
+    let profiles = api.entries("recommendation", "profile/").await?;
+    check(profiles.len() == expected.points_by_user.len(), || {
+        format!(
+            "{} profiles for {} users",
+            profiles.len(),
+            expected.points_by_user.len()
+        )
+    })?;
+    let (key, profile) = profiles
+        .iter()
+        .max_by_key(|(_, p)| p["orders"].as_u64())
+        .context("no profiles")?;
+    let mut categories: Vec<(&String, u64)> = profile["categories"]
+        .as_object()
+        .map(|c| {
+            c.iter()
+                .map(|(name, units)| (name, units.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    categories.sort_by_key(|(_, units)| std::cmp::Reverse(*units));
+    let top: Vec<&str> = categories
+        .iter()
+        .take(3)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    println!(
+        "recommendation  {updates} profile updates, {} profiles; {} ({} orders) buys mostly {}",
+        profiles.len(),
+        key.trim_start_matches("profile/"),
+        profile["orders"],
+        top.join(", ")
+    );
+    Ok(())
+}
+
+async fn check_membership(
+    api: &Api,
+    expected: &Expected,
+    levels: &[(i64, String)],
+) -> anyhow::Result<()> {
+    check_membership_totals(api, expected).await?;
+    let points = api.numbers("membership", "points/").await?;
+    let points: BTreeMap<String, i64> = points
+        .into_iter()
+        .map(|(k, v)| (k.trim_start_matches("points/").to_owned(), v))
+        .collect();
+    check(points == expected.points_by_user, || {
+        "points per member differ from the orders".into()
+    })?;
+    let stored = api.entries("membership", "level/").await?;
+    let mut by_level: BTreeMap<String, usize> = BTreeMap::new();
+    for (key, level) in &stored {
+        let user = key.trim_start_matches("level/");
+        let wanted = level_for(levels, points.get(user).copied().unwrap_or(0));
+        check(level.as_str() == Some(wanted), || {
+            format!("{user} is {level}, expected {wanted}")
+        })?;
+        *by_level.entry(wanted.to_owned()).or_default() += 1;
+    }
+    check(stored.len() == points.len(), || {
+        format!("{} levels for {} members", stored.len(), points.len())
+    })?;
+    let (user, top) = points
+        .iter()
+        .max_by_key(|(_, p)| **p)
+        .context("no members")?;
+    let level = api.text("membership", &format!("level/{user}")).await?;
+    let mix: Vec<String> = by_level
+        .iter()
+        .map(|(level, n)| format!("{level} {n}"))
+        .collect();
+    println!("                members by level: {}", mix.join(", "));
+    println!("                top member {user}: {top} points, level {level}");
+    Ok(())
+}
+
+async fn check_membership_totals(api: &Api, expected: &Expected) -> anyhow::Result<()> {
+    let orders = api.number("membership", "stats/orders").await?;
+    let points = api.number("membership", "stats/points").await?;
+    check(orders == expected.orders as i64, || {
+        format!(
+            "membership counted {orders} orders, expected {}",
+            expected.orders
+        )
+    })?;
+    check(points == expected.total_points(), || {
+        format!(
+            "membership awarded {points} points, expected {}",
+            expected.total_points()
+        )
+    })?;
+    let upgrades = api.number("membership", "stats/upgrades").await?;
+    println!(
+        "membership      {orders} orders, {points} points (as expected), {upgrades} level changes"
+    );
+    Ok(())
+}
+
+async fn check_analytics(api: &Api, expected: &Expected) -> anyhow::Result<()> {
+    let orders = api.number("analytics", "stats/orders").await?;
+    check(orders == expected.orders as i64, || {
+        format!(
+            "analytics counted {orders} orders, expected all {}",
+            expected.orders
+        )
+    })?;
+    let per_merchant = api.numbers("analytics", "orders/").await?;
+    let total: i64 = per_merchant.values().sum();
+    check(total == expected.orders as i64, || {
+        format!("analytics orders per merchant sum to {total}")
+    })?;
+    let revenue = api.numbers("analytics", "revenue/").await?;
+    let wanted: BTreeMap<String, i64> = expected
+        .revenue_by_category
+        .iter()
+        .map(|(c, cents)| (format!("revenue/{c}"), *cents as i64))
+        .collect();
+    check(revenue == wanted, || {
+        "revenue per category differs from the orders".into()
+    })?;
+    let mut ranked: Vec<(&String, &i64)> = revenue.iter().collect();
+    ranked.sort_by_key(|(_, cents)| std::cmp::Reverse(**cents));
+    let top: Vec<String> = ranked
+        .iter()
+        .take(3)
+        .map(|(c, cents)| {
+            format!(
+                "{} {:.2} EUR",
+                c.trim_start_matches("revenue/"),
+                **cents as f64 / 100.0
+            )
+        })
+        .collect();
+    println!(
+        "analytics       {orders} orders (every one, from the earliest); top revenue: {}",
+        top.join(", ")
+    );
+    Ok(())
+}
+
+async fn check_no_dead_letters(api: &Api) -> anyhow::Result<()> {
+    let subscriptions = api.client.get("/v1/subscriptions").await?;
+    let dead: u64 = list(&subscriptions, "subscriptions")
+        .iter()
+        .map(|s| s["dead_letters"].as_u64().unwrap_or(0))
+        .sum();
+    check(dead == 0, || format!("{dead} orders were dead-lettered"))
+}
+
+fn list<'a>(value: &'a Value, field: &str) -> &'a [Value] {
+    value[field].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// The engine's HTTP API, as the demo uses it.
+#[derive(Clone)]
+struct Api {
+    client: Arc<Client>,
+}
+
+impl Api {
+    async fn publish(&self, orders: &[Order]) -> anyhow::Result<()> {
+        for batch in orders.chunks(BATCH) {
+            let answer = self
+                .client
+                .post_ndjson("/v1/topics/orders/messages", envelope_ndjson(batch)?)
+                .await?;
+            let published = list(&answer, "messages").len();
+            check(published == batch.len(), || {
+                format!("published {} orders, {published} accepted", batch.len())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Waits until each of `plugins` subscribes to `orders`.
+    async fn wait_subscribed(&self, plugins: &[&str]) -> anyhow::Result<()> {
+        self.wait(plugins, "load", |_| true).await
+    }
+
+    /// Waits until each of `plugins` has handled everything on `orders`.
+    async fn wait_drained(&self, plugins: &[&str]) -> anyhow::Result<()> {
+        self.wait(plugins, "drain", |s| {
+            ["lag", "in_flight", "scheduled"]
+                .iter()
+                .all(|field| s[*field] == 0)
+        })
+        .await
+    }
+
+    async fn wait(
+        &self,
+        plugins: &[&str],
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let answer = self.client.get("/v1/subscriptions").await?;
+            let subscriptions: Vec<&Value> = list(&answer, "subscriptions")
+                .iter()
+                .filter(|s| s["topic"] == "orders")
+                .collect();
+            let ready = plugins.iter().all(|plugin| {
+                subscriptions
+                    .iter()
+                    .any(|s| s["plugin"] == *plugin && done(s))
+            });
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > TIMEOUT {
+                let plugins = self.client.get("/v1/plugins").await?;
+                bail!("plugins did not {what} within {TIMEOUT:?}: {answer} {plugins}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn value(&self, plugin: &str, key: &str) -> anyhow::Result<Value> {
+        let answer = self
+            .client
+            .get(&format!("/v1/plugins/{plugin}/state/{key}"))
+            .await;
+        let answer = answer.with_context(|| format!("reading {plugin} state {key}"))?;
+        Ok(answer["value"].clone())
+    }
+
+    async fn number(&self, plugin: &str, key: &str) -> anyhow::Result<i64> {
+        let value = self.value(plugin, key).await?;
+        value
+            .as_i64()
+            .with_context(|| format!("{plugin} state {key} is {value}, not a number"))
+    }
+
+    async fn text(&self, plugin: &str, key: &str) -> anyhow::Result<String> {
+        let value = self.value(plugin, key).await?;
+        Ok(value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned))
+    }
+
+    /// Every state entry of `plugin` under `prefix` (key, value).
+    async fn entries(&self, plugin: &str, prefix: &str) -> anyhow::Result<BTreeMap<String, Value>> {
+        let path = format!("/v1/plugins/{plugin}/state?prefix={prefix}&limit={MAX_LIST}");
+        let answer = self.client.get(&path).await?;
+        let entries = list(&answer, "entries");
+        check(entries.len() < MAX_LIST, || {
+            format!("{plugin} has too many {prefix} keys to list")
+        })?;
+        Ok(entries
+            .iter()
+            .map(|e| {
+                (
+                    e["key"].as_str().unwrap_or("").to_owned(),
+                    e["value"].clone(),
+                )
+            })
+            .collect())
+    }
+
+    /// Like [`Api::entries`], for counters.
+    async fn numbers(&self, plugin: &str, prefix: &str) -> anyhow::Result<BTreeMap<String, i64>> {
+        let entries = self.entries(plugin, prefix).await?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let number = value
+                    .as_i64()
+                    .with_context(|| format!("{plugin} {key} is not a number"));
+                number.map(|n| (key, n))
+            })
+            .collect()
+    }
+}

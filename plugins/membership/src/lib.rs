@@ -1,0 +1,72 @@
+//! Membership: awards loyalty points for every order and keeps each user's
+//! level.
+//!
+//! An order earns `total_cents / 100` points (one per whole currency unit).
+//! Levels come from config `levels`, `name:threshold` pairs (default
+//! `silver:1000,gold:5000,platinum:20000`); below the lowest threshold a
+//! user is `basic`.
+//!
+//! State: `points/<user_id>` (counter), `level/<user_id>` (the level name,
+//! written when it changes), and the counters `stats/orders`, `stats/points`
+//! and `stats/upgrades` (level changes). Publishes nothing. Invalid orders
+//! are dead-lettered; an invalid `levels` config retries (so the orders wait
+//! for the operator to fix it).
+
+use std::sync::OnceLock;
+
+use courier_plugin::{Error, Message, Outcome, Plugin, config, log, state};
+use order_model::levels::{self, Levels};
+
+struct Membership;
+
+impl Plugin for Membership {
+    fn handle(message: Message) -> Outcome {
+        let order = match order_model::parse(&message.payload) {
+            Ok(order) => order,
+            Err(invalid) => return Outcome::dead_letter(invalid.to_string()),
+        };
+        let levels = match levels() {
+            Ok(levels) => levels,
+            Err(outcome) => return outcome,
+        };
+        award(levels, &order.user_id, order.total_cents_i64() / 100)
+            .map_or_else(Outcome::from, |()| Outcome::ack())
+    }
+}
+
+fn award(levels: &Levels, user_id: &str, points: i64) -> Result<(), Error> {
+    let total = state::increment(&format!("points/{user_id}"), points)?;
+    let level = levels.level_for(total);
+    let level_key = format!("level/{user_id}");
+    let previous = state::get(&level_key)?;
+    if previous.as_deref() != Some(level.as_bytes()) {
+        state::set(&level_key, level)?;
+        let previous = previous
+            .as_deref()
+            .map_or(levels::BASIC.into(), String::from_utf8_lossy);
+        if previous != level {
+            state::increment("stats/upgrades", 1)?;
+            log::info(&format!(
+                "{user_id} moved from {previous} to {level} with {total} points"
+            ));
+        }
+    }
+    state::increment("stats/orders", 1)?;
+    state::increment("stats/points", points)?;
+    Ok(())
+}
+
+/// The level table, parsed once per instance. An invalid table is an
+/// operator error: retry, so no order is lost while it gets fixed.
+fn levels() -> Result<&'static Levels, Outcome> {
+    static LEVELS: OnceLock<Levels> = OnceLock::new();
+    if let Some(levels) = LEVELS.get() {
+        return Ok(levels);
+    }
+    let text = config::get_or("levels", levels::DEFAULT_LEVELS)?;
+    let levels = Levels::parse(&text)
+        .map_err(|e| Outcome::retry(format!("invalid config `levels`: {e}")))?;
+    Ok(LEVELS.get_or_init(|| levels))
+}
+
+courier_plugin::export!(Membership);
