@@ -18,6 +18,11 @@ plugins: wasm-target
 engine:
 	$(CARGO) build --release -p courier
 
+# The order fan-out demo (examples/order-fanout): an in-process engine, four
+# plugins (one hot-added), 15,000 orders, every figure checked.
+demo: plugins engine
+	$(CARGO) run --release -p order-fanout --bin demo
+
 fmt-check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --all --manifest-path $(PLUGINS_MANIFEST) -- --check
@@ -26,5 +31,8 @@ clippy: plugins
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) --manifest-path $(PLUGINS_MANIFEST) --workspace --all-targets -- -D warnings
 
+# The plugins' shared logic (order-model) is plain Rust: its unit tests run
+# natively.
 test: fmt-check clippy plugins
 	$(CARGO) test --workspace
+	$(CARGO) test --manifest-path $(PLUGINS_MANIFEST) -p order-model

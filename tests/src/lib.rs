@@ -3,9 +3,12 @@
 //! Everything is real: plugins are the components compiled from the
 //! `plugins/` workspace (built on first use), the engine runs in-process
 //! through `courier::engine::start` on port 0 with a temporary directory,
-//! or as the real `courier` binary, and requests go over HTTP.
+//! or as the real `courier` binary ([`CourierProcess`], killed when
+//! dropped), and requests go over HTTP.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -170,7 +173,8 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        Client::json(self.http.get(self.url(path)).send().await.expect("GET")).await
+        let response = self.http.get(self.url(path)).send().await;
+        Client::json(response.unwrap_or_else(|e| panic!("GET {path}: {e:?}"))).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -180,7 +184,7 @@ impl Client {
                 .json(body)
                 .send()
                 .await
-                .expect("POST"),
+                .unwrap_or_else(|e| panic!("POST {path}: {e:?}")),
         )
         .await
     }
@@ -191,7 +195,7 @@ impl Client {
                 .delete(self.url(path))
                 .send()
                 .await
-                .expect("DELETE"),
+                .unwrap_or_else(|e| panic!("DELETE {path}: {e:?}")),
         )
         .await
     }
@@ -230,6 +234,107 @@ impl Client {
             .cloned()
     }
 
+    /// Sends any request; for error-path tests that need a method, headers
+    /// or a body the helpers above do not send.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let mut request = self.http.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e:?}"));
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let (status, body) = Client::json(response).await;
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    /// Every stored message of `topic`, partition by partition, in offset
+    /// order (as `GET /v1/topics/{topic}/messages` returns them).
+    pub async fn read_topic(&self, topic: &str) -> Vec<Value> {
+        let (status, info) = self.get(&format!("/v1/topics/{topic}")).await;
+        assert_eq!(status, 200, "topic {topic}: {info}");
+        let mut out = Vec::new();
+        for partition in info["partitions"].as_array().expect("partitions") {
+            let index = partition["partition"].as_u64().expect("partition index");
+            let mut from = partition["start"].as_u64().expect("start");
+            loop {
+                let path =
+                    format!("/v1/topics/{topic}/messages?partition={index}&from={from}&limit=1000");
+                let (status, page) = self.get(&path).await;
+                assert_eq!(status, 200, "{path}: {page}");
+                let messages = page["messages"].as_array().expect("messages").clone();
+                let Some(last) = messages.last() else { break };
+                from = last["offset"].as_u64().expect("offset") + 1;
+                out.extend(messages);
+            }
+        }
+        out
+    }
+
+    /// A plugin's counter (0 if unset).
+    pub async fn state_i64(&self, plugin: &str, key: &str) -> i64 {
+        match self.state_text(plugin, key).await {
+            Some(text) => text
+                .parse()
+                .unwrap_or_else(|_| panic!("state {plugin}/{key} is not a number: {text}")),
+            None => 0,
+        }
+    }
+
+    /// Every committed state entry of `plugin` whose key starts with
+    /// `prefix`, as (key, value). Panics if there are too many for one
+    /// listing (1000), so a test never checks a truncated list.
+    pub async fn state_entries(&self, plugin: &str, prefix: &str) -> Vec<(String, Value)> {
+        let path = format!("/v1/plugins/{plugin}/state?prefix={prefix}&limit=1000");
+        let (status, body) = self.get(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let entries = body["entries"].as_array().expect("entries");
+        assert!(
+            entries.len() < 1000,
+            "{path}: too many entries to check in one listing"
+        );
+        entries
+            .iter()
+            .map(|entry| {
+                (
+                    entry["key"].as_str().expect("key").to_owned(),
+                    entry["value"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// A plugin's dead letters (all topics), oldest first.
+    pub async fn dead_letters(&self, plugin: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!("/v1/dead-letters/{plugin}?limit=1000"))
+            .await;
+        assert_eq!(status, 200, "dead letters of {plugin}: {body}");
+        body["dead_letters"]
+            .as_array()
+            .expect("dead_letters")
+            .clone()
+    }
+
     /// Waits until `plugin` has no lag and nothing in flight on `topic`.
     pub async fn wait_drained(&self, plugin: &str, topic: &str, timeout: Duration) {
         let ok = wait_until(timeout, || async {
@@ -245,6 +350,15 @@ impl Client {
             "{plugin} did not drain {topic} within {timeout:?}: {last:?}"
         );
     }
+}
+
+/// An HTTP answer: status, `Content-Type` and body (JSON, or the text as a
+/// JSON string if it is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Value,
 }
 
 /// Polls `check` every 20 ms until it is true or `timeout` passes; says
@@ -279,5 +393,187 @@ pub fn courier_binary() -> PathBuf {
         "{} is missing: run the tests with `cargo test --workspace` (or `make test`)",
         binary.display()
     );
+    warn_if_stale(&binary);
     binary
+}
+
+/// Says so (once) when the binary is older than the engine's sources: a
+/// test that runs only `-p courier-tests` would otherwise test old code.
+fn warn_if_stale(binary: &Path) {
+    static WARNED: OnceLock<()> = OnceLock::new();
+    WARNED.get_or_init(|| {
+        let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok();
+        let newest = newest_modification(&repo_root().join("engine/src"));
+        if let (Some(built), Some(newest)) = (built, newest)
+            && newest > built
+        {
+            eprintln!(
+                "warning: {} is older than engine/src: run `cargo build -p courier` (or `cargo test --workspace`)",
+                binary.display()
+            );
+        }
+    });
+}
+
+fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let modified = if path.is_dir() {
+            newest_modification(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(modified);
+    }
+    newest
+}
+
+/// A port nobody listens on right now (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding port 0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// The real `courier serve` binary, run as a child process on a fixed port
+/// with the given data and plugins directories. Dropping it kills the
+/// process (SIGKILL), so no test leaves an engine behind, even on panic.
+/// Its stdout and stderr go to `<log>` (shown by [`CourierProcess::log`]).
+pub struct CourierProcess {
+    child: Option<Child>,
+    args: Vec<OsString>,
+    log_path: PathBuf,
+    /// Length of the log when the current process started.
+    log_start: u64,
+    pub port: u16,
+    pub client: Client,
+}
+
+impl CourierProcess {
+    /// Starts `courier serve --listen 127.0.0.1:<free port> --data-dir ..
+    /// --plugins-dir .. <extra>`; returns at once (see [`Self::wait_ready`]).
+    pub fn spawn(
+        data_dir: &Path,
+        plugins_dir: &Path,
+        extra: &[&str],
+        log_path: &Path,
+    ) -> CourierProcess {
+        let port = free_port();
+        let mut args: Vec<OsString> = vec![
+            "serve".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}").into(),
+        ];
+        args.extend(["--data-dir".into(), data_dir.as_os_str().to_owned()]);
+        args.extend(["--plugins-dir".into(), plugins_dir.as_os_str().to_owned()]);
+        args.extend(extra.iter().map(OsString::from));
+        let mut process = CourierProcess {
+            child: None,
+            args,
+            log_path: log_path.to_owned(),
+            log_start: 0,
+            port,
+            client: Client::new(&format!("http://127.0.0.1:{port}")),
+        };
+        process.start();
+        process
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "the engine is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("opening the engine log");
+        self.log_start = log.metadata().map_or(0, |m| m.len());
+        let child = Command::new(courier_binary())
+            .args(&self.args)
+            .env_remove("COURIER_CONFIG")
+            .env_remove("COURIER_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning courier serve");
+        self.child = Some(child);
+    }
+
+    /// Waits until this process logged that it listens (so a server that
+    /// another test started on the same port meanwhile is never mistaken
+    /// for it) and `/healthz` answers 200; panics with the log if the
+    /// process exits or does not get there within `timeout`. Needs the
+    /// default (info) log level.
+    pub async fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().expect("try_wait"))
+            {
+                panic!(
+                    "courier exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            if self.says_running() {
+                let url = self.client.url("/healthz");
+                let health = self.client.http().get(url).send().await;
+                if health.is_ok_and(|response| response.status().is_success()) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "courier not ready within {timeout:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush or clean up) and
+    /// reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again with the same arguments (same port and
+    /// directories) and waits until it is ready.
+    pub async fn restart(&mut self, timeout: Duration) {
+        self.kill();
+        self.start();
+        self.wait_ready(timeout).await;
+    }
+
+    /// Whether the process is running (not exited, not killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().expect("try_wait").is_none())
+    }
+
+    /// Whether the current process logged that it listens.
+    fn says_running(&self) -> bool {
+        let text = std::fs::read(&self.log_path).unwrap_or_default();
+        let start = usize::try_from(self.log_start).map_or(0, |start| start.min(text.len()));
+        String::from_utf8_lossy(&text[start..]).contains("courier is running")
+    }
+
+    /// The last 8 KiB of the process's output, for failure messages.
+    pub fn log(&self) -> String {
+        let text = std::fs::read(&self.log_path).unwrap_or_default();
+        let tail = &text[text.len().saturating_sub(8192)..];
+        String::from_utf8_lossy(tail).into_owned()
+    }
+}
+
+impl Drop for CourierProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

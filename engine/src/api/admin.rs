@@ -202,12 +202,33 @@ fn state_value(key: String, bytes: &[u8]) -> StateValue {
     }
 }
 
+/// 404 unless the engine knows `plugin`: loaded (or failed to load) now,
+/// or subscribed once (its state and cursors outlive its files).
+fn known_plugin(app: &AppState, plugin: &str) -> Result<(), Error> {
+    storage::validate_name("plugin", plugin)?;
+    let loaded = app
+        .registry
+        .status()
+        .iter()
+        .any(|status| status.name == plugin);
+    if loaded
+        || app
+            .store
+            .subscriptions()
+            .iter()
+            .any(|sub| sub.subscriber == plugin)
+    {
+        return Ok(());
+    }
+    Err(Error::NotFound(format!("no plugin {plugin:?}")))
+}
+
 /// `GET /v1/plugins/{plugin}/state/{*key}`.
 pub async fn state_get(
     State(app): State<AppState>,
     Path((plugin, key)): Path<(String, String)>,
 ) -> Result<Json<Value>, Error> {
-    storage::validate_name("plugin", &plugin)?;
+    known_plugin(&app, &plugin)?;
     let store = app.store.clone();
     let (namespace, name) = (plugin.clone(), key.clone());
     match blocking(move || store.state_get(&namespace, &name)).await? {
@@ -232,7 +253,7 @@ pub async fn state_list(
     Path(plugin): Path<String>,
     Query(query): Query<StateQuery>,
 ) -> Result<Json<Value>, Error> {
-    storage::validate_name("plugin", &plugin)?;
+    known_plugin(&app, &plugin)?;
     let limit = query.limit.unwrap_or(100).min(MAX_LIST);
     let store = app.store.clone();
     let entries = blocking(move || store.state_scan(&plugin, &query.prefix, limit)).await?;

@@ -100,11 +100,22 @@ impl IntoResponse for Error {
             "error": { "code": self.code(), "message": self.to_string() }
         });
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, Error::StorageFull(_)) {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("5"),
-            );
+        let headers = response.headers_mut();
+        match self {
+            Error::StorageFull(_) => {
+                headers.insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("5"),
+                );
+            }
+            // RFC 7235: a 401 names the scheme it wants.
+            Error::Unauthorized => {
+                headers.insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            _ => {}
         }
         response
     }

@@ -164,7 +164,8 @@ enum Target {
     },
 }
 
-/// Talks to the engine under test.
+/// Talks to the engine under test (clones share the HTTP connection pool).
+#[derive(Clone)]
 struct Bench {
     http: reqwest::Client,
     base: String,
@@ -263,11 +264,13 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// The phases, in order, and the report they add up to.
 async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow::Result<Value> {
-    let expected: &[&str] = match target {
-        Target::InProcess { .. } => &BENCH_PLUGINS,
-        Target::Remote { .. } => &[],
+    let (expected, in_process): (&[&str], bool) = match target {
+        Target::InProcess { .. } => (&BENCH_PLUGINS, true),
+        Target::Remote { .. } => (&[], false),
     };
     bench.plugins = bench.wait_for_plugins(expected).await?;
+    let status = status_file(target);
+    let rss_after_start = status.as_deref().and_then(|path| memory_mb(path, "VmRSS:"));
     let source = Arc::new(Mutex::new(Source::new(args)));
     let throughput = throughput(bench, args, &source).await?;
     let latency = if args.rate > 0 && args.latency_secs > 0.0 {
@@ -275,26 +278,18 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
     } else {
         None
     };
-    let generated = lock(&source).generator.generated();
-    let dead_letters: u64 = bench
-        .subscriptions()
-        .await?
-        .iter()
-        .map(|s| s.dead_letters)
-        .sum();
-    let counted = match target {
-        Target::InProcess { .. } => bench.state_number("membership", "stats/orders").await?,
-        Target::Remote { .. } => None,
+    let subscriptions = bench.subscriptions().await?;
+    let dead_letters: u64 = subscriptions.iter().map(|s| s.dead_letters).sum();
+    // Only an engine of its own holds nothing but the bench's orders.
+    let counted = if in_process {
+        bench.state_number("membership", "stats/orders").await?
+    } else {
+        None
     };
-    let rss = match target {
-        Target::InProcess { .. } => peak_rss_mb(Path::new("/proc/self/status")),
-        Target::Remote { pid } => {
-            pid.and_then(|pid| peak_rss_mb(&PathBuf::from(format!("/proc/{pid}/status"))))
-        }
-    };
-    let engine = match target {
-        Target::InProcess { .. } => "in-process (fsync always)".to_owned(),
-        Target::Remote { .. } => bench.base.clone(),
+    let engine = if in_process {
+        "in-process (fsync always)".to_owned()
+    } else {
+        bench.base.clone()
     };
     Ok(json!({
         "engine": engine,
@@ -303,9 +298,10 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
         "order_bytes_avg": throughput.bytes as f64 / throughput.orders as f64,
         "throughput": throughput.json(args, bench.plugins.len()),
         "latency": latency.as_ref().map(Latency::json),
-        "peak_rss_mb": rss,
+        "peak_rss_mb": status.as_deref().and_then(|path| memory_mb(path, "VmHWM:")),
+        "rss_after_start_mb": rss_after_start,
         "dead_letters": dead_letters,
-        "orders_published": generated,
+        "orders_published": lock(&source).generator.generated(),
         "orders_counted_by_membership": counted,
         "targets": {
             "drain_orders_per_sec": TARGET_DRAIN_ORDERS_PER_SEC,
@@ -313,6 +309,14 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
             "peak_rss_mb": TARGET_PEAK_RSS_MB,
         },
     }))
+}
+
+/// The `/proc` status file of the engine's process, if known.
+fn status_file(target: &Target) -> Option<PathBuf> {
+    match target {
+        Target::InProcess { .. } => Some(PathBuf::from("/proc/self/status")),
+        Target::Remote { pid } => pid.map(|pid| PathBuf::from(format!("/proc/{pid}/status"))),
+    }
 }
 
 /// Starts an engine on a temporary directory with the bench's plugins.
@@ -537,7 +541,7 @@ async fn throughput(
         args.batch,
         bench.plugins.join(", ")
     ));
-    let bench = Arc::new(bench.clone_handle());
+    let bench = Arc::new(bench.clone());
     let started = Instant::now();
     let mut producers = JoinSet::new();
     for _ in 0..args.producers {
@@ -567,22 +571,8 @@ async fn throughput(
     })
 }
 
-impl Bench {
-    /// A second handle on the same engine (the HTTP client shares its pool).
-    fn clone_handle(&self) -> Bench {
-        Bench {
-            http: self.http.clone(),
-            base: self.base.clone(),
-            token: self.token.clone(),
-            topic: self.topic.clone(),
-            plugins: self.plugins.clone(),
-            quiet: self.quiet,
-        }
-    }
-}
-
 /// One producer: publishes batches until the source is empty; answers the
-/// orders and bytes it sent.
+/// orders it sent and their payload bytes.
 async fn produce(
     bench: Arc<Bench>,
     source: Arc<Mutex<Source>>,
@@ -594,7 +584,10 @@ async fn produce(
             return Ok((orders, bytes));
         };
         let body = envelope_ndjson(&batch)?;
-        bytes += body.len() as u64;
+        bytes += batch
+            .iter()
+            .map(|order| order.json_len() as u64)
+            .sum::<u64>();
         let positions = bench.publish(body).await?;
         ensure!(
             positions.len() == batch.len(),
@@ -606,66 +599,94 @@ async fn produce(
     }
 }
 
-/// Phase 3.
+/// Phase 3: what the latency phase measured.
 struct Latency {
     rate: u64,
     secs: f64,
     sent: u64,
-    /// Microseconds.
-    histogram: Histogram<u64>,
+    recorder: Recorder,
+}
+
+fn micros_to_ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
 }
 
 impl Latency {
-    fn ms(&self, quantile: f64) -> f64 {
-        self.histogram.value_at_quantile(quantile) as f64 / 1000.0
-    }
-
     fn json(&self) -> Value {
+        let (handled, answered) = (&self.recorder.handled, &self.recorder.answered);
+        let polls = self.recorder.polls.max(1) as f64;
         json!({
             "rate": self.rate,
             "achieved_rate": self.sent as f64 / self.secs,
             "orders": self.sent,
-            "measured": self.histogram.len(),
-            "p50_ms": self.ms(0.5),
-            "p99_ms": self.ms(0.99),
-            "p999_ms": self.ms(0.999),
-            "max_ms": self.histogram.max() as f64 / 1000.0,
-            "mean_ms": self.histogram.mean() / 1000.0,
-            "poll_ms": LATENCY_TICK.as_secs_f64() * 1000.0,
+            "measured": handled.len(),
+            "p50_ms": micros_to_ms(handled.value_at_quantile(0.5)),
+            "p99_ms": micros_to_ms(handled.value_at_quantile(0.99)),
+            "p999_ms": micros_to_ms(handled.value_at_quantile(0.999)),
+            "max_ms": micros_to_ms(handled.max()),
+            "mean_ms": handled.mean() / 1000.0,
+            "publish_answered_p50_ms": micros_to_ms(answered.value_at_quantile(0.5)),
+            "publish_answered_p99_ms": micros_to_ms(answered.value_at_quantile(0.99)),
+            "poll_interval_ms": LATENCY_TICK.as_secs_f64() * 1000.0,
+            "poll_mean_ms": self.recorder.poll_time.as_secs_f64() * 1000.0 / polls,
         })
     }
 }
 
-/// Orders published but not yet handled by every plugin, by partition and
-/// offset, with their scheduled send times.
-#[derive(Default)]
-struct Pending {
-    by_partition: HashMap<u32, BTreeMap<u64, Instant>>,
-    count: usize,
+/// What the publish tasks and the cursor poller share: the orders not yet
+/// handled by every plugin, by partition and offset, with their scheduled
+/// send times, and the histograms (microseconds).
+struct Recorder {
+    pending: HashMap<u32, BTreeMap<u64, Instant>>,
+    pending_count: usize,
+    /// Scheduled send until every plugin handled the order.
+    handled: Histogram<u64>,
+    /// Scheduled send until the publish was answered (durable).
+    answered: Histogram<u64>,
+    polls: u64,
+    poll_time: Duration,
 }
 
-impl Pending {
-    fn add(&mut self, positions: &[Position], sent: Instant) {
+fn record_since(histogram: &mut Histogram<u64>, since: Instant, now: Instant) {
+    let micros = now.saturating_duration_since(since).as_micros();
+    histogram.saturating_record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
+}
+
+impl Recorder {
+    fn new() -> anyhow::Result<Recorder> {
+        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3);
+        Ok(Recorder {
+            pending: HashMap::new(),
+            pending_count: 0,
+            handled: histogram().context("creating a histogram")?,
+            answered: histogram().context("creating a histogram")?,
+            polls: 0,
+            poll_time: Duration::ZERO,
+        })
+    }
+
+    /// A publish sent at `sent` was answered with `positions`.
+    fn published(&mut self, positions: &[Position], sent: Instant) {
+        record_since(&mut self.answered, sent, Instant::now());
         for position in positions {
-            let partition = self.by_partition.entry(position.partition).or_default();
+            let partition = self.pending.entry(position.partition).or_default();
             if partition.insert(position.offset, sent).is_none() {
-                self.count += 1;
+                self.pending_count += 1;
             }
         }
     }
 
-    /// Records every order below the cursors of all plugins as done now.
-    fn complete(&mut self, cursors: &HashMap<u32, u64>, histogram: &mut Histogram<u64>) {
+    /// Records every order below the cursors of all plugins as handled now.
+    fn handled(&mut self, cursors: &HashMap<u32, u64>) {
         let now = Instant::now();
-        for (partition, orders) in &mut self.by_partition {
+        for (partition, orders) in &mut self.pending {
             let Some(&cursor) = cursors.get(partition) else {
                 continue;
             };
             let still_pending = orders.split_off(&cursor);
             for sent in std::mem::replace(orders, still_pending).into_values() {
-                let micros = now.saturating_duration_since(sent).as_micros();
-                histogram.saturating_record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
-                self.count -= 1;
+                record_since(&mut self.handled, sent, now);
+                self.pending_count -= 1;
             }
         }
     }
@@ -692,32 +713,31 @@ async fn latency(
         "measuring latency at {} orders/s for {}s",
         args.rate, args.latency_secs
     ));
-    let bench = Arc::new(bench.clone_handle());
-    let pending = Arc::new(Mutex::new(Pending::default()));
-    let histogram =
-        Histogram::new_with_bounds(1, 3_600_000_000, 3).context("creating a histogram")?;
-    let histogram = Arc::new(Mutex::new(histogram));
+    let bench = Arc::new(bench.clone());
+    let recorder = Arc::new(Mutex::new(Recorder::new()?));
     let stop = tokio_util::sync::CancellationToken::new();
     let poller = tokio::spawn(poll_cursors(
         Arc::clone(&bench),
-        Arc::clone(&pending),
-        Arc::clone(&histogram),
+        Arc::clone(&recorder),
         stop.clone(),
     ));
     let started = Instant::now();
-    let sent = publish_at_rate(&bench, args, source, &pending).await;
+    let sent = publish_at_rate(&bench, args, source, &recorder).await;
     let secs = started.elapsed().as_secs_f64();
-    let settled = wait_settled(&pending).await;
+    let settled = wait_settled(&recorder).await;
     stop.cancel();
     poller.await.context("the cursor poller panicked")??;
     let sent = sent?;
     settled?;
-    let histogram = lock(&histogram).clone();
+    let recorder = Arc::into_inner(recorder)
+        .context("the latency recorder is still shared")?
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     Ok(Latency {
         rate: args.rate,
         secs,
         sent,
-        histogram,
+        recorder,
     })
 }
 
@@ -727,7 +747,7 @@ async fn publish_at_rate(
     bench: &Arc<Bench>,
     args: &BenchArgs,
     source: &Arc<Mutex<Source>>,
-    pending: &Arc<Mutex<Pending>>,
+    recorder: &Arc<Mutex<Recorder>>,
 ) -> anyhow::Result<u64> {
     let mut ticker = tokio::time::interval(LATENCY_TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -744,10 +764,10 @@ async fn publish_at_rate(
         sent = due;
         let body = envelope_ndjson(&orders)?;
         let permit = Arc::clone(&permits).acquire_owned().await?;
-        let (bench, pending) = (Arc::clone(bench), Arc::clone(pending));
+        let (bench, recorder) = (Arc::clone(bench), Arc::clone(recorder));
         requests.spawn(async move {
             let positions = bench.publish(body).await?;
-            lock(&pending).add(&positions, scheduled);
+            lock(&recorder).published(&positions, scheduled);
             drop(permit);
             anyhow::Ok(())
         });
@@ -765,8 +785,7 @@ async fn publish_at_rate(
 /// passed, until `stop`.
 async fn poll_cursors(
     bench: Arc<Bench>,
-    pending: Arc<Mutex<Pending>>,
-    histogram: Arc<Mutex<Histogram<u64>>>,
+    recorder: Arc<Mutex<Recorder>>,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval(LATENCY_TICK);
@@ -776,17 +795,20 @@ async fn poll_cursors(
             _ = stop.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
+        let polled = Instant::now();
         let cursors = min_cursors(&bench.subscriptions().await?);
-        let mut histogram = lock(&histogram);
-        lock(&pending).complete(&cursors, &mut histogram);
+        let mut recorder = lock(&recorder);
+        recorder.polls += 1;
+        recorder.poll_time += polled.elapsed();
+        recorder.handled(&cursors);
     }
 }
 
 /// Waits until every published order of the latency phase was handled.
-async fn wait_settled(pending: &Mutex<Pending>) -> anyhow::Result<()> {
+async fn wait_settled(recorder: &Mutex<Recorder>) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let left = lock(pending).count;
+        let left = lock(recorder).pending_count;
         if left == 0 {
             return Ok(());
         }
@@ -797,20 +819,22 @@ async fn wait_settled(pending: &Mutex<Pending>) -> anyhow::Result<()> {
     }
 }
 
-/// Peak resident memory (VmHWM) in MB from a `/proc/<pid>/status` file.
-fn peak_rss_mb(status: &Path) -> Option<f64> {
+/// A memory figure (`VmHWM:` peak, `VmRSS:` current) of a
+/// `/proc/<pid>/status` file, in MB.
+fn memory_mb(status: &Path, field: &str) -> Option<f64> {
     let text = std::fs::read_to_string(status).ok()?;
-    let line = text.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let line = text.lines().find(|line| line.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024.0 / 1e6)
 }
 
 fn print_report(report: &Value) {
     let throughput = &report["throughput"];
+    let number = |value: &Value| value.as_f64().unwrap_or(0.0);
     println!(
-        "\ncourier bench: {} orders of ~{:.0} bytes on topic {}, plugins {}, engine {}",
+        "\ncourier bench: {} orders of ~{:.0} bytes on topic {}, {} plugins, engine {}",
         throughput["orders"],
-        report["order_bytes_avg"].as_f64().unwrap_or(0.0),
+        number(&report["order_bytes_avg"]),
         report["topic"].as_str().unwrap_or(""),
         report["plugins"].as_array().map_or(0, Vec::len),
         report["engine"].as_str().unwrap_or("")
@@ -819,79 +843,83 @@ fn print_report(report: &Value) {
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_header(vec!["measure", "result", "target", "met"]);
-    let rate = |key: &str| format!("{:.0} orders/s", throughput[key].as_f64().unwrap_or(0.0));
-    table.add_row(vec![
-        "publish (durable answers)".to_owned(),
+    let rate = |key: &str| format!("{:.0} orders/s", number(&throughput[key]));
+    table.add_row(info(
+        "publish (durable answers)",
         rate("publish_orders_per_sec"),
-        String::new(),
-        String::new(),
-    ]);
-    let drain = throughput["drain_orders_per_sec"].as_f64().unwrap_or(0.0);
+    ));
+    let drain = number(&throughput["drain_orders_per_sec"]);
+    let met = drain >= TARGET_DRAIN_ORDERS_PER_SEC;
+    let target = "≥ 100000 orders/s";
     table.add_row(row(
         "drained end to end",
         rate("drain_orders_per_sec"),
-        "≥ 100000 orders/s",
-        drain >= TARGET_DRAIN_ORDERS_PER_SEC,
+        target,
+        met,
     ));
     add_latency_rows(&mut table, &report["latency"]);
-    match report["peak_rss_mb"].as_f64() {
-        Some(mb) => table.add_row(row(
+    let peak = match report["peak_rss_mb"].as_f64() {
+        Some(mb) => row(
             "engine peak RSS",
             format!("{mb:.0} MB"),
             "≤ 200 MB",
             mb <= TARGET_PEAK_RSS_MB,
-        )),
-        None => table.add_row(vec![
-            "engine peak RSS",
-            "unknown (give --pid)",
-            "≤ 200 MB",
-            "",
-        ]),
+        ),
+        None => info("engine peak RSS", "unknown (give --pid)".to_owned()),
     };
+    table.add_row(peak);
+    if let Some(mb) = report["rss_after_start_mb"].as_f64() {
+        table.add_row(info("RSS once plugins were loaded", format!("{mb:.0} MB")));
+    }
     println!("{table}");
+    let counted = match &report["orders_counted_by_membership"] {
+        Value::Null => String::new(),
+        counted => format!(
+            "; membership counted {counted} of {} orders",
+            report["orders_published"]
+        ),
+    };
     println!(
-        "publish {:.2}s, drained after {:.2}s; dead letters: {}; membership counted {} of {} orders",
-        throughput["publish_secs"].as_f64().unwrap_or(0.0),
-        throughput["drain_secs"].as_f64().unwrap_or(0.0),
+        "published in {:.2}s, drained {:.2}s after the first publish; dead letters: {}{counted}",
+        number(&throughput["publish_secs"]),
+        number(&throughput["drain_secs"]),
         report["dead_letters"],
-        report["orders_counted_by_membership"],
-        report["orders_published"]
     );
+    let latency = &report["latency"];
+    if !latency.is_null() {
+        println!(
+            "latency: scheduled send until every plugin's cursor passed the order, seen by \
+             polling every {} ms (a poll took {:.2} ms on average)",
+            latency["poll_interval_ms"],
+            number(&latency["poll_mean_ms"])
+        );
+    }
 }
 
 fn add_latency_rows(table: &mut Table, latency: &Value) {
     if latency.is_null() {
         return;
     }
-    let ms = |key: &str| latency[key].as_f64().unwrap_or(0.0);
-    let at = format!(
-        "{:.0} orders/s",
-        latency["achieved_rate"].as_f64().unwrap_or(0.0)
-    );
-    table.add_row(vec![
-        format!("latency p50 at {at}"),
-        format!("{:.2} ms", ms("p50_ms")),
-        String::new(),
-        String::new(),
-    ]);
+    let ms = |key: &str| format!("{:.2} ms", latency[key].as_f64().unwrap_or(0.0));
+    let rate = latency["achieved_rate"].as_f64().unwrap_or(0.0);
+    table.add_row(info(
+        &format!("latency p50 at {rate:.0} orders/s"),
+        ms("p50_ms"),
+    ));
+    let p99 = latency["p99_ms"].as_f64().unwrap_or(f64::INFINITY);
     table.add_row(row(
         "latency p99",
-        format!("{:.2} ms", ms("p99_ms")),
+        ms("p99_ms"),
         "≤ 10 ms",
-        ms("p99_ms") <= TARGET_P99_MS,
+        p99 <= TARGET_P99_MS,
     ));
-    table.add_row(vec![
-        "latency p99.9".to_owned(),
-        format!("{:.2} ms", ms("p999_ms")),
-        String::new(),
-        String::new(),
-    ]);
-    table.add_row(vec![
-        "latency max".to_owned(),
-        format!("{:.2} ms", ms("max_ms")),
-        String::new(),
-        String::new(),
-    ]);
+    table.add_row(info("latency p99.9", ms("p999_ms")));
+    table.add_row(info("latency max", ms("max_ms")));
+    table.add_row(info("publish answered p99", ms("publish_answered_p99_ms")));
+}
+
+fn info(measure: &str, result: String) -> Vec<String> {
+    vec![measure.to_owned(), result, String::new(), String::new()]
 }
 
 fn row(measure: &str, result: String, target: &str, met: bool) -> Vec<String> {

@@ -18,12 +18,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::PluginMetrics;
 use crate::plugin::{InstanceStrategy, LoadedPlugin, PluginInstance, StateReader};
-use crate::storage::{DeliveryMode, Lease, LeaseTicket, Outcome, Poll, Settlement, Subscription};
+use crate::storage::{
+    Delivery, DeliveryMode, Lease, LeaseTicket, Outcome, Poll, Settlement, Subscription,
+};
 
 /// Longest idle wait without a signal: a safety net, not a polling period
 /// (new messages, retries falling due and control changes all wake a
 /// worker directly).
 const MAX_IDLE_WAIT: Duration = Duration::from_secs(30);
+/// Longest a batch holds a plugin-execution permit: then the rest of the
+/// lease is given back, so one slow plugin cannot starve the others.
+const MAX_BATCH_TIME: Duration = Duration::from_millis(50);
 /// Pause after an unexpected error (storage or instantiation), so a
 /// persistent fault costs one log line a second, not a busy loop.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -61,6 +66,7 @@ pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
         return;
     };
     let mut instance: Option<PluginInstance> = None;
+    let mut batch_size = 1usize;
     while !cancel.is_cancelled() && sub.is_active() {
         // Register interest before looking, so no signal slips between.
         let changed = sub.changed();
@@ -71,10 +77,19 @@ pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
         let Ok(permit) = Arc::clone(&spec.permits).acquire_owned().await else {
             return;
         };
-        let step_spec = spec.clone();
+        let mut step_spec = spec.clone();
+        step_spec.batch_size = batch_size;
         let carried = instance.take();
+        let started = Instant::now();
         let joined = tokio::task::spawn_blocking(move || step(&step_spec, carried)).await;
         drop(permit);
+        // Adaptive batches: a batch that held the permit too long makes the
+        // next one smaller, so a slow plugin cannot starve the others.
+        batch_size = if started.elapsed() > MAX_BATCH_TIME {
+            (batch_size / 4).max(1)
+        } else {
+            (batch_size * 2).min(spec.batch_size)
+        };
         let (step, kept) = match joined {
             Ok(result) => result,
             Err(error) => (Step::Failed(format!("worker step panicked: {error}")), None),
@@ -148,54 +163,42 @@ fn step(spec: &WorkerSpec, instance: Option<PluginInstance>) -> (Step, Option<Pl
             }
         },
     };
-    let (results, instance) = run_batch(spec, &lease, instance);
-    let step = Step::Handled {
-        ticket: lease.ticket,
-        results,
-    };
+    let Lease { ticket, deliveries } = lease;
+    let (results, instance) = run_batch(spec, deliveries, instance);
+    let step = Step::Handled { ticket, results };
     (step, instance.filter(|_| reuse))
 }
 
 /// Hands each message to the plugin; returns the outcomes (a prefix of the
-/// batch in ordered mode) and the instance, if still usable.
+/// batch in ordered mode) and the instance, if still usable. Counters are
+/// added once per batch; only the latency histogram sees every message.
 fn run_batch(
     spec: &WorkerSpec,
-    lease: &Lease,
+    deliveries: Vec<Delivery>,
     mut instance: PluginInstance,
 ) -> (Vec<Settlement>, Option<PluginInstance>) {
     let ordered = spec.subscription.settings().mode == DeliveryMode::Ordered;
-    let metrics = &spec.metrics;
-    let mut results = Vec::with_capacity(lease.deliveries.len());
+    let mut tally = Tally::default();
+    let mut results = Vec::with_capacity(deliveries.len());
+    let mut usable = true;
     instance.begin_batch();
-    for delivery in &lease.deliveries {
-        let message = &delivery.message;
+    for Delivery { message, attempt } in deliveries {
+        let offset = message.offset;
         if !matches_filter(&spec.filter, &message.headers) {
-            metrics.filtered.inc();
-            results.push(Settlement::ack(message.offset));
+            tally.filtered += 1;
+            results.push(Settlement::ack(offset));
             continue;
         }
+        let position = (Arc::clone(&message.topic), message.partition);
         let started = Instant::now();
-        let handled = instance.handle(message, delivery.attempt);
-        metrics
+        let handled = instance.handle(message, attempt);
+        spec.metrics
             .handler_seconds
             .observe(started.elapsed().as_secs_f64());
-        metrics.delivered.inc();
+        tally.count(spec, &handled.outcome, &position, offset);
         let stop = ordered && matches!(handled.outcome, Outcome::Retry { .. });
-        match &handled.outcome {
-            Outcome::Ack => {
-                metrics.acked.inc();
-            }
-            Outcome::Retry { reason, .. } => {
-                metrics.retried.inc();
-                tracing::debug!(plugin = spec.plugin.name(), topic = %message.topic, partition = message.partition, offset = message.offset, %reason, "retry");
-            }
-            Outcome::DeadLetter { reason } => {
-                metrics.dead_lettered.inc();
-                tracing::debug!(plugin = spec.plugin.name(), topic = %message.topic, partition = message.partition, offset = message.offset, %reason, "dead letter");
-            }
-        };
         results.push(Settlement {
-            offset: message.offset,
+            offset,
             outcome: handled.outcome,
             effects: handled.effects,
         });
@@ -203,14 +206,61 @@ fn run_batch(
             // The instance is gone, and with it the batch's view of its own
             // staged writes: end the batch here. The rest is delivered again
             // (no attempt counted) on a fresh instance.
-            metrics.traps.inc();
-            return (results, None);
+            tally.traps += 1;
+            usable = false;
+            break;
         }
         if stop {
             break;
         }
     }
-    (results, Some(instance))
+    tally.add_to(&spec.metrics);
+    (results, usable.then_some(instance))
+}
+
+/// What one batch did, added to the shared counters at its end.
+#[derive(Default)]
+struct Tally {
+    delivered: u64,
+    acked: u64,
+    retried: u64,
+    dead_lettered: u64,
+    filtered: u64,
+    traps: u64,
+}
+
+impl Tally {
+    fn count(
+        &mut self,
+        spec: &WorkerSpec,
+        outcome: &Outcome,
+        position: &(Arc<str>, u32),
+        offset: u64,
+    ) {
+        self.delivered += 1;
+        let (topic, partition) = position;
+        let plugin = spec.plugin.name();
+        match outcome {
+            Outcome::Ack => self.acked += 1,
+            Outcome::Retry { reason, .. } => {
+                self.retried += 1;
+                tracing::debug!(plugin, topic = %topic, partition, offset, %reason, "retry");
+            }
+            Outcome::DeadLetter { reason } => {
+                self.dead_lettered += 1;
+                tracing::debug!(plugin, topic = %topic, partition, offset, %reason, "dead letter");
+            }
+        }
+    }
+
+    fn add_to(&self, metrics: &PluginMetrics) {
+        metrics.delivered.inc_by(self.delivered);
+        metrics.acked.inc_by(self.acked);
+        metrics.retried.inc_by(self.retried);
+        metrics.dead_lettered.inc_by(self.dead_lettered);
+        metrics.filtered.inc_by(self.filtered);
+        metrics.traps.inc_by(self.traps);
+    }
 }
 
 fn matches_filter(filter: &[(String, String)], headers: &[(String, String)]) -> bool {

@@ -73,7 +73,8 @@ impl PluginInstance {
     }
 
     /// Calls the plugin's `handle` for one delivery. Blocking (runs Wasm).
-    pub fn handle(&mut self, message: &Message, attempt: u32) -> Handled {
+    /// Takes the message by value: its payload moves into the call.
+    pub fn handle(&mut self, message: Message, attempt: u32) -> Handled {
         if !self.usable {
             return trapped("the instance trapped earlier and was discarded".into());
         }
@@ -90,9 +91,9 @@ impl PluginInstance {
             topic: message.topic.to_string(),
             partition: message.partition,
             offset: message.offset,
-            key: message.key.clone(),
-            headers: message.headers.clone(),
-            payload: message.payload.clone(),
+            key: message.key,
+            headers: message.headers,
+            payload: message.payload,
             timestamp_ms: message.timestamp_ms,
             attempt,
         };

@@ -305,17 +305,42 @@ fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
     }
 }
 
-/// " (line L)" for a TOML error span, so the message points at the key.
+/// " (key `limits.memory_mib`, line L)" for a TOML error span, so the
+/// message names the key even when the parser's does not (type errors name
+/// only the expected type).
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    match span {
-        Some(span) => {
-            let line = text
-                .get(..span.start)
-                .map_or(0, |before| before.lines().count().max(1));
-            format!(" (line {line})")
-        }
-        None => String::new(),
+    let Some(before) = span.and_then(|span| text.get(..span.start)) else {
+        return String::new();
+    };
+    let line = before.matches('\n').count() + 1;
+    match key_at(text, before) {
+        Some(key) => format!(" (key `{key}`, line {line})"),
+        None => format!(" (line {line})"),
     }
+}
+
+/// The dotted key of the line `before` ends in: the last table header
+/// above it and the key left of `=` on that line. None where the line holds
+/// no `key =` (a table header, the middle of a multi-line array).
+fn key_at(text: &str, before: &str) -> Option<String> {
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    let line = text.get(line_start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with(['[', '#']) {
+        return None;
+    }
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('['))
+        .and_then(|header| header.trim_start_matches('[').split(']').next())
+        .map(str::trim);
+    Some(match table {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key.to_owned(),
+    })
 }
 
 #[cfg(test)]

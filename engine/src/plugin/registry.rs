@@ -145,8 +145,15 @@ impl Registry {
                     self.apply(candidate, &current, &mut next, &mut failures)
                         .await
                 }
-                Err((name, failure)) => {
-                    if let Some(running) = current.get(&name) {
+                Err(Unusable {
+                    name,
+                    failure,
+                    wasm_gone,
+                }) => {
+                    // Unreadable files keep the running version; a deleted
+                    // `.wasm` removes the plugin, even with its manifest
+                    // left behind.
+                    if let Some(running) = current.get(&name).filter(|_| !wasm_gone) {
                         next.insert(name.clone(), Arc::clone(running));
                     }
                     failures.insert(name, failure);
@@ -260,35 +267,21 @@ impl Registry {
         self: Arc<Self>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> JoinHandle<()> {
+        let (events, mut changes) = tokio::sync::mpsc::channel::<()>(1);
+        // One reload right away: a file that landed between the boot scan
+        // and the start of the watch is not left for the next rescan.
+        let _ = events.try_send(());
+        // Watch before returning, so a change made once the engine is up
+        // always produces an event.
+        let watcher = watch_dir(&self.dir, events);
         tokio::spawn(async move {
-            let (events, mut changes) = tokio::sync::mpsc::channel::<()>(1);
-            let watcher =
-                notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                    if event.is_ok() {
-                        // A full channel already holds a pending reload.
-                        let _ = events.try_send(());
-                    }
-                })
-                .and_then(|mut watcher| {
-                    watcher
-                        .watch(&self.dir, notify::RecursiveMode::NonRecursive)
-                        .map(|()| watcher)
-                });
-            let _watcher = match watcher {
-                Ok(watcher) => Some(watcher),
-                Err(error) => {
-                    tracing::warn!(dir = %self.dir.display(), %error, "cannot watch the plugins directory; rescanning every {}s", RESCAN_INTERVAL.as_secs());
-                    None
-                }
-            };
+            let _watcher = watcher;
             tokio::pin!(shutdown);
             loop {
                 tokio::select! {
                     _ = &mut shutdown => break,
-                    change = changes.recv() => {
-                        if change.is_none() {
-                            break;
-                        }
+                    // Without a watcher the channel closes: rescans only.
+                    Some(()) = changes.recv() => {
                         debounce(&mut changes).await;
                         self.reload().await;
                     }
@@ -296,6 +289,44 @@ impl Registry {
                 }
             }
         })
+    }
+}
+
+/// A `notify` watcher of `dir` that signals `events` (None if the
+/// platform cannot watch it; the periodic rescan still runs).
+fn watch_dir(
+    dir: &Path,
+    events: tokio::sync::mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|event| changes_files(&event.kind)) {
+            // A full channel already holds a pending reload.
+            let _ = events.try_send(());
+        }
+    })
+    .and_then(|mut watcher| {
+        watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .map(|()| watcher)
+    });
+    match watcher {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot watch the plugins directory; rescanning every {}s", RESCAN_INTERVAL.as_secs());
+            None
+        }
+    }
+}
+
+/// Whether an event may have changed what a scan reads. Opening and
+/// reading files does not: without this filter every reload (which opens
+/// the plugin files) would trigger the next one.
+fn changes_files(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
     }
 }
 
@@ -333,7 +364,15 @@ fn load_blocking(runtime: &PluginRuntime, candidate: Candidate) -> Result<Loaded
     )
 }
 
-type Scanned = Result<Candidate, (String, Failure)>;
+type Scanned = Result<Candidate, Unusable>;
+
+/// A plugin whose files a scan could not use.
+struct Unusable {
+    name: String,
+    failure: Failure,
+    /// There is no `NAME.wasm` (only a manifest): the plugin is removed.
+    wasm_gone: bool,
+}
 
 /// Reads every plugin's files. A plugin whose files cannot be read (or a
 /// manifest without its `.wasm`) becomes a failure.
@@ -363,18 +402,20 @@ fn scan(dir: &Path) -> std::io::Result<Vec<Scanned>> {
 fn read_candidate(dir: &Path, name: String) -> Scanned {
     let wasm_path = dir.join(format!("{name}.wasm"));
     let manifest_path = dir.join(format!("{name}.toml"));
-    let fail = |name: String, error: String| {
-        Err((
+    let unusable = |name: String, error: String, wasm_gone: bool| {
+        Err(Unusable {
             name,
-            Failure {
+            failure: Failure {
                 fingerprint: String::new(),
                 error,
             },
-        ))
+            wasm_gone,
+        })
     };
+    let fail = |name: String, error: String| unusable(name, error, false);
     if !wasm_path.is_file() {
         let error = format!("{} has no {name}.wasm beside it", manifest_path.display());
-        return fail(name, error);
+        return unusable(name, error, true);
     }
     let wasm = match read_bounded(&wasm_path, MAX_WASM_BYTES) {
         Ok(wasm) => wasm,
@@ -425,4 +466,37 @@ fn fingerprint(wasm: &[u8], manifest: Option<&str>) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind};
+
+    use super::*;
+
+    #[test]
+    fn reading_plugin_files_never_triggers_a_reload() {
+        assert!(!changes_files(&EventKind::Access(AccessKind::Open(
+            AccessMode::Read
+        ))));
+        assert!(!changes_files(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(changes_files(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_files(&EventKind::Create(CreateKind::File)));
+        assert!(changes_files(&EventKind::Modify(ModifyKind::Any)));
+        assert!(changes_files(&EventKind::Remove(RemoveKind::File)));
+    }
+
+    #[test]
+    fn a_version_changes_with_the_wasm_or_the_manifest() {
+        let base = fingerprint(b"\0asm1", Some("a = 1"));
+        assert_eq!(base, fingerprint(b"\0asm1", Some("a = 1")));
+        assert_ne!(base, fingerprint(b"\0asm2", Some("a = 1")));
+        assert_ne!(base, fingerprint(b"\0asm1", Some("a = 2")));
+        assert_ne!(base, fingerprint(b"\0asm1", None));
+    }
 }

@@ -277,7 +277,13 @@ fn sandbox(manifest: &Manifest) -> Result<WasiCtx, Error> {
             .map_err(|e| Error::Sandbox(format!("read_dirs {}: {e:#}", dir.display())))?;
     }
     if capabilities.network {
-        builder.inherit_network().allow_ip_name_lookup(true);
+        // wasmtime-wasi denies TCP and UDP unless allowed explicitly:
+        // `inherit_network` alone only opens the address check.
+        builder
+            .inherit_network()
+            .allow_ip_name_lookup(true)
+            .allow_tcp(true)
+            .allow_udp(true);
     }
     Ok(builder.build())
 }

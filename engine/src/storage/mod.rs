@@ -13,6 +13,10 @@
 //! a subscription partition from any thread (reads never involve the
 //! writer), process it and `settle` the outcomes, which the writer commits
 //! the same way, together with the effects of the acknowledged messages.
+//! Within one group, state writes are folded per key (a counter every
+//! message increments costs one write per group), and the committed values
+//! go into a bounded read cache (`state_cache.rs`) that plugin reads and
+//! increments consult before fjall.
 //!
 //! # On disk (one fjall database)
 //!
@@ -72,6 +76,7 @@ mod keys;
 mod maintenance;
 mod recovery;
 mod shared;
+mod state_cache;
 mod subscription;
 mod topic;
 mod types;
@@ -339,14 +344,17 @@ impl Store {
                 messages.len()
             )));
         }
-        let topic = self.topic_or_create(topic).await?;
+        // Check sizes first: a refused append must not create its topic.
         let limit = self.shared.config.max_message_bytes;
-        let mut records = Vec::with_capacity(messages.len());
         for message in messages {
             let size = codec::encoded_len(message);
             if size > limit {
                 return Err(Error::MessageTooLarge { size, limit });
             }
+        }
+        let topic = self.topic_or_create(topic).await?;
+        let mut records = Vec::with_capacity(messages.len());
+        for message in messages {
             let partition = topic.partition_for(message.key.as_deref());
             records.push((partition, codec::encode_message_slice(message)?));
         }
@@ -585,7 +593,11 @@ impl Store {
 
     /// A subscriber's committed state value. Blocking.
     pub fn state_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        let value = self.shared.ks.state.get(keys::state_key(namespace, key))?;
+        let key = keys::state_key(namespace, key);
+        if let Some(cached) = self.shared.state_cache.get(&key) {
+            return Ok(cached);
+        }
+        let value = self.shared.ks.state.get(key)?;
         Ok(value.map(|value| value.to_vec()))
     }
 
@@ -739,7 +751,10 @@ fn describe_subscription(sub: &subscription::SubInner) -> SubscriptionInfo {
                 committed: state.committed(),
                 end,
                 lag: end.saturating_sub(state.committed()),
-                in_flight: state.in_flight(),
+                // Batches being committed count too: "drained" means their
+                // effects are readable.
+                in_flight: state.in_flight()
+                    + sub.settling[index].load(std::sync::atomic::Ordering::Acquire),
                 scheduled: state.scheduled(),
             }
         })

@@ -215,6 +215,9 @@ fn load_subscription(
         next_dead_seq: AtomicU64::new(next_dead_seq),
         changed: Notify::new(),
         removed: AtomicBool::new(false),
+        settling: (0..topic.partitions.len())
+            .map(|_| AtomicU64::new(0))
+            .collect(),
     })
 }
 

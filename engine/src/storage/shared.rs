@@ -11,6 +11,7 @@ use fjall::{Database, Keyspace};
 
 use super::config::StoreConfig;
 use super::error::{Error, Result};
+use super::state_cache::StateCache;
 use super::subscription::SubInner;
 use super::topic::Topic;
 use super::writer::Command;
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     is_full: AtomicBool,
     closed: AtomicBool,
     pub stats: Stats,
+    /// Committed state values, written by the writer after each commit.
+    pub state_cache: StateCache,
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
             is_full: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             stats: Stats::default(),
+            state_cache: StateCache::default(),
         }
     }
 

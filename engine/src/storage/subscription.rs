@@ -43,6 +43,9 @@ pub(crate) struct SubInner {
     /// available: a seek, a replay, new settings, removal.
     pub changed: Notify,
     pub removed: AtomicBool,
+    /// Settles sent to the writer and not yet durable, per partition:
+    /// shown as in flight, so "drained" means committed.
+    pub settling: Vec<AtomicU64>,
 }
 
 impl SubInner {
@@ -333,6 +336,7 @@ impl Subscription {
     ) -> Result<SettleReport> {
         self.shared.check_writable()?;
         let results = self.prepare(results)?;
+        let partition = ticket.partition as usize;
         let (reply, answer) = oneshot::channel();
         let command = Command::Settle {
             sub: Arc::clone(&self.inner),
@@ -340,8 +344,15 @@ impl Subscription {
             results,
             reply,
         };
-        self.shared.send(command).await?;
-        answer.await.map_err(|_| Error::Closed)?
+        let settling = &self.inner.settling[partition];
+        settling.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let sent = self.shared.send(command).await;
+        let answered = match sent {
+            Ok(()) => answer.await.map_err(|_| Error::Closed),
+            Err(error) => Err(error),
+        };
+        settling.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        answered?
     }
 
     /// Validates and encodes the effects of acknowledged messages, on the

@@ -132,8 +132,10 @@ fn done<T: Send + 'static>(reply: Reply<T>, value: T) -> Done {
 /// One group commit in the making.
 struct Group {
     batch: OwnedWriteBatch,
-    /// State values written earlier in this group (None = deleted), so an
-    /// increment sees the writes queued before it.
+    /// State values written in this group (None = deleted): increments
+    /// read them, and only the last value of each key goes into the batch
+    /// (at commit), so a hot counter costs one write per group, not one per
+    /// message.
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Partitions appended to: their durable ends move after the commit.
     touched: Vec<(Arc<Topic>, u32)>,
@@ -253,9 +255,21 @@ impl Writer {
             finish(group.done, Some(&error));
             return;
         }
+        let state = &self.shared.ks.state;
+        let written: Vec<(Vec<u8>, Option<Vec<u8>>)> = group.overlay.drain().collect();
+        for (key, value) in &written {
+            match value {
+                Some(value) => group.batch.insert(state, key.as_slice(), value.as_slice()),
+                None => group.batch.remove(state, key.as_slice()),
+            }
+        }
         let outcome = self.commit(group.batch, group.force_sync);
         match outcome {
             Ok(()) => {
+                // Committed: now (and only now) readers may see it cached.
+                for (key, value) in written {
+                    self.shared.state_cache.put(key, value);
+                }
                 Stats::add(&self.shared.stats.group_commits, 1);
                 for (topic, partition) in &group.touched {
                     if let Some(log) = topic.partition(*partition) {
@@ -498,6 +512,9 @@ impl Writer {
             next_dead_seq: std::sync::atomic::AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
             removed: std::sync::atomic::AtomicBool::new(false),
+            settling: (0..topic.partitions.len())
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
         });
         let key = (Arc::clone(&sub.subscriber), Arc::clone(&topic.name));
         write(&self.shared.subscriptions).insert(key, Arc::clone(&sub));
@@ -700,21 +717,23 @@ impl Writer {
     fn apply_state_op(&mut self, namespace: &str, op: StateOp, group: &mut Group) -> Result<()> {
         let state = &self.shared.ks.state;
         match op {
+            // Written to the batch at commit (see `Group::overlay`).
             StateOp::Set { key, value } => {
-                let key = keys::state_key(namespace, &key);
-                group.batch.insert(state, key.clone(), value.clone());
-                group.overlay.insert(key, Some(value));
+                group
+                    .overlay
+                    .insert(keys::state_key(namespace, &key), Some(value));
             }
             StateOp::Delete { key } => {
-                let key = keys::state_key(namespace, &key);
-                group.batch.remove(state, key.clone());
-                group.overlay.insert(key, None);
+                group.overlay.insert(keys::state_key(namespace, &key), None);
             }
             StateOp::Increment { key, delta } => {
                 let key = keys::state_key(namespace, &key);
                 let current = match group.overlay.get(&key) {
                     Some(value) => value.clone(),
-                    None => state.get(&key)?.map(|value| value.to_vec()),
+                    None => match self.shared.state_cache.get(&key) {
+                        Some(cached) => cached,
+                        None => state.get(&key)?.map(|value| value.to_vec()),
+                    },
                 };
                 // A value that is not a decimal integer counts as 0: the host
                 // refuses to stage increments on such values, so this only
@@ -725,7 +744,6 @@ impl Writer {
                     .and_then(|text| text.trim().parse::<i64>().ok())
                     .unwrap_or(0);
                 let value = base.saturating_add(delta).to_string().into_bytes();
-                group.batch.insert(state, key.clone(), value.clone());
                 group.overlay.insert(key, Some(value));
             }
         }

@@ -1,0 +1,129 @@
+//! The order fan-out: thousands of orders published over HTTP reach every
+//! order plugin exactly once in effect, and the operator's views (the
+//! subscriptions endpoint, metrics, `courier status`) agree.
+
+use std::time::Duration;
+
+use courier_tests::{TestEngine, courier_binary};
+use serde_json::Value;
+
+use crate::common::{self, Expected, ORDER_PLUGINS, OrderGen};
+
+/// Orders in the fan-out scenario.
+const ORDERS: usize = 3000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_plugin_handles_every_order_exactly_once() {
+    let engine = TestEngine::start(|dir, _| common::install_order_plugins(dir)).await;
+    let client = &engine.client;
+    let orders = OrderGen::new(7, "fan").orders(ORDERS);
+    common::publish_orders(client, &orders, 500).await;
+    common::wait_orders_drained(client, &ORDER_PLUGINS, Duration::from_secs(90)).await;
+
+    let expected = Expected::from_orders(&orders);
+    common::check_order_plugins(client, &expected).await;
+    let recommendations = client.read_topic("recommendations").await;
+    assert_eq!(
+        recommendations.len(),
+        ORDERS,
+        "one profile update per order"
+    );
+
+    let (_, subscriptions) = client.get("/v1/subscriptions").await;
+    for plugin in ORDER_PLUGINS {
+        let sub = client
+            .subscription(plugin, "orders")
+            .await
+            .expect("subscribed");
+        assert_eq!(sub["lag"], 0, "{plugin}: {sub}");
+        assert_eq!(sub["dead_letters"], 0, "{plugin}: {sub}");
+        assert_eq!(sub["mode"], "ordered", "{plugin}: {sub}");
+        let committed: u64 = sub["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|p| p["committed"].as_u64().expect("committed"))
+            .sum();
+        assert_eq!(
+            committed, ORDERS as u64,
+            "{plugin} committed every order: {subscriptions}"
+        );
+    }
+
+    let metrics = common::metrics(client).await;
+    let published = common::metric(&metrics, "courier_published_total", &[("topic", "orders")]);
+    assert_eq!(published, Some(ORDERS as f64), "published metric");
+    for plugin in ORDER_PLUGINS {
+        let labels = [("plugin", plugin), ("topic", "orders")];
+        assert_eq!(
+            common::metric(&metrics, "courier_plugin_acked_total", &labels),
+            Some(ORDERS as f64),
+            "{plugin} acked"
+        );
+        let dead =
+            common::metric(&metrics, "courier_plugin_dead_lettered_total", &labels).unwrap_or(0.0);
+        assert_eq!(dead, 0.0, "{plugin} dead-lettered");
+    }
+
+    cli_status_shows_no_lag(&client.base).await;
+    engine.shutdown().await;
+}
+
+/// `courier status` against the drained engine: exit 0, zero lag for the
+/// three plugins, in JSON and in the tables.
+async fn cli_status_shows_no_lag(base: &str) {
+    let output = tokio::process::Command::new(courier_binary())
+        .kill_on_drop(true)
+        .args(["status", "--json", "--interval", "0", "--server", base])
+        .output()
+        .await
+        .expect("running courier status");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "courier status --json failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {stdout}"));
+    for plugin in ORDER_PLUGINS {
+        let sub = status["subscriptions"]
+            .as_array()
+            .expect("subscriptions")
+            .iter()
+            .find(|s| s["plugin"] == plugin && s["topic"] == "orders")
+            .unwrap_or_else(|| panic!("{plugin} missing from {status}"));
+        assert_eq!(sub["lag"], 0, "{plugin} in courier status: {sub}");
+        let listed = status["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .any(|p| p["name"] == plugin && p["status"] == "running");
+        assert!(listed, "{plugin} not running in {status}");
+    }
+
+    let output = tokio::process::Command::new(courier_binary())
+        .kill_on_drop(true)
+        .args(["status", "--interval", "0", "--server", base])
+        .output()
+        .await
+        .expect("running courier status");
+    let tables = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "courier status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for plugin in ORDER_PLUGINS {
+        let row = tables
+            .lines()
+            .find(|line| line.contains(plugin) && line.contains("ordered"))
+            .unwrap_or_else(|| panic!("no subscription row for {plugin}:\n{tables}"));
+        let cells: Vec<&str> = row
+            .split(['│', '┆'])
+            .map(str::trim)
+            .filter(|cell| !cell.is_empty())
+            .collect();
+        assert_eq!(cells.get(3), Some(&"0"), "lag column of {plugin}: {row}");
+    }
+}
