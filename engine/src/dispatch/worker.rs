@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::PluginMetrics;
-use crate::plugin::{InstanceStrategy, LoadedPlugin, PluginInstance, StateReader};
+use crate::plugin::{LoadedPlugin, PluginInstance, StateReader};
 use crate::storage::{
     Delivery, DeliveryMode, Lease, LeaseTicket, Outcome, Poll, Settlement, Subscription,
 };
@@ -65,7 +65,6 @@ pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
     let Ok(mut durable) = sub.watch_partition(partition) else {
         return;
     };
-    let mut instance: Option<PluginInstance> = None;
     let mut batch_size = 1usize;
     while !cancel.is_cancelled() && sub.is_active() {
         // Register interest before looking, so no signal slips between.
@@ -79,9 +78,8 @@ pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
         };
         let mut step_spec = spec.clone();
         step_spec.batch_size = batch_size;
-        let carried = instance.take();
         let started = Instant::now();
-        let joined = tokio::task::spawn_blocking(move || step(&step_spec, carried)).await;
+        let joined = tokio::task::spawn_blocking(move || step(&step_spec)).await;
         drop(permit);
         // Adaptive batches: a batch that held the permit too long makes the
         // next one smaller, so a slow plugin cannot starve the others.
@@ -90,11 +88,10 @@ pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
         } else {
             (batch_size * 2).min(spec.batch_size)
         };
-        let (step, kept) = match joined {
-            Ok(result) => result,
-            Err(error) => (Step::Failed(format!("worker step panicked: {error}")), None),
+        let step = match joined {
+            Ok(step) => step,
+            Err(error) => Step::Failed(format!("worker step panicked: {error}")),
         };
-        instance = kept;
         match step {
             Step::Handled { ticket, results } => settle(&spec, ticket, results).await,
             Step::Idle(retry_in) => {
@@ -144,29 +141,28 @@ async fn settle(spec: &WorkerSpec, ticket: LeaseTicket, results: Vec<Settlement>
     }
 }
 
-/// Polls one batch and runs it through the plugin. Blocking.
-fn step(spec: &WorkerSpec, instance: Option<PluginInstance>) -> (Step, Option<PluginInstance>) {
+/// Polls one batch and runs it through an instance checked out of the
+/// plugin version's pool. Blocking.
+fn step(spec: &WorkerSpec) -> Step {
     let lease = match spec.subscription.poll(spec.partition, spec.batch_size) {
         Ok(Poll::Ready(lease)) => lease,
-        Ok(Poll::Idle { retry_in }) => return (Step::Idle(retry_in), instance),
-        Ok(Poll::Busy) => return (Step::Busy, instance),
-        Err(error) => return (Step::Failed(error.to_string()), instance),
+        Ok(Poll::Idle { retry_in }) => return Step::Idle(retry_in),
+        Ok(Poll::Busy) => return Step::Busy,
+        Err(error) => return Step::Failed(error.to_string()),
     };
-    let reuse = spec.plugin.manifest().delivery.instance == InstanceStrategy::Reused;
-    let instance = match instance.filter(|i| reuse && i.is_usable()) {
-        Some(instance) => instance,
-        None => match spec.plugin.instantiate(Arc::clone(&spec.state)) {
-            Ok(instance) => instance,
-            Err(error) => {
-                spec.subscription.release(lease.ticket);
-                return (Step::Failed(format!("cannot instantiate: {error}")), None);
-            }
-        },
+    let instance = match spec.plugin.checkout(Arc::clone(&spec.state)) {
+        Ok(instance) => instance,
+        Err(error) => {
+            spec.subscription.release(lease.ticket);
+            return Step::Failed(format!("cannot instantiate: {error}"));
+        }
     };
     let Lease { ticket, deliveries } = lease;
     let (results, instance) = run_batch(spec, deliveries, instance);
-    let step = Step::Handled { ticket, results };
-    (step, instance.filter(|_| reuse))
+    if let Some(instance) = instance {
+        spec.plugin.checkin(instance);
+    }
+    Step::Handled { ticket, results }
 }
 
 /// Hands each message to the plugin; returns the outcomes (a prefix of the

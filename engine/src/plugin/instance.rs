@@ -7,8 +7,11 @@
 //! boundary with a 300-byte message costs ~0.5 µs on a reused instance;
 //! a fresh instance per message costs ~22-27 µs; a fresh instance per batch
 //! of 100 adds ~0.4 µs per message. So the default (`instance = "reused"`)
-//! keeps one instance per worker for batch after batch, and discards it
-//! after a trap (its memory may be corrupt). `instance = "per-batch"` buys
+//! keeps a few idle instances per plugin version (`LoadedPlugin::checkout`
+//! / `checkin`): a worker takes one for a batch and gives it back, so a
+//! plugin with 8 partition workers holds about as many instances as run at
+//! once, not 8. An instance that trapped is discarded (its memory may be
+//! corrupt). `instance = "per-batch"` buys
 //! isolation between batches (no guest memory survives a batch) for about
 //! half a microsecond per message. A fresh instance per message is not
 //! offered: it would cost more than the plugin's own work.
