@@ -502,12 +502,8 @@ fn reload() -> Row {
 
 async fn reload_runs() -> Vec<Duration> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = courier::config::Config::defaults();
-    config.listen = "127.0.0.1:0".parse().expect("address");
-    config.store.dir = dir.path().join("data");
+    let mut config = courier::config::Config::local(dir.path());
     config.store.default_topic.partitions = 1;
-    config.plugins_dir = dir.path().join("plugins");
-    config.plugin_cache_dir = dir.path().join("cache");
     std::fs::create_dir_all(&config.plugins_dir).expect("plugins dir");
     let plugins = config.plugins_dir.clone();
     let engine = courier::engine::start(config).await.expect("engine");

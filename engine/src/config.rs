@@ -187,6 +187,19 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// An engine whose data, plugins (`dir/plugins`) and compile cache all
+    /// live in `dir`, listening on an ephemeral loopback port: what the
+    /// tests, `courier bench` and the demo start.
+    pub fn local(dir: &Path) -> Config {
+        let mut config = Config::defaults();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.store.dir = dir.join("data");
+        config.plugins_dir = dir.join("plugins");
+        config.plugin_cache_dir = dir.join("plugin-cache");
+        config.shutdown_grace = Duration::from_secs(5);
+        config
+    }
+
     /// Embedded defaults: data and plugins in the current directory.
     pub fn defaults() -> Config {
         let data_dir = PathBuf::from("courier-data");

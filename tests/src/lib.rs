@@ -88,12 +88,7 @@ impl TestEngine {
     /// A config for `dir`: port 0, data in `dir/data`, plugins in
     /// `dir/plugins` (created).
     pub fn config(dir: &Path) -> Config {
-        let mut config = Config::defaults();
-        config.listen = "127.0.0.1:0".parse().expect("address");
-        config.store.dir = dir.join("data");
-        config.plugins_dir = dir.join("plugins");
-        config.plugin_cache_dir = dir.join("plugin-cache");
-        config.shutdown_grace = Duration::from_secs(5);
+        let config = Config::local(dir);
         std::fs::create_dir_all(&config.plugins_dir).expect("plugins dir");
         config
     }

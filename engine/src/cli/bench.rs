@@ -325,12 +325,7 @@ async fn start_engine(args: &BenchArgs) -> anyhow::Result<(Engine, tempfile::Tem
         .prefix("courier-bench-")
         .tempdir()
         .context("creating a temporary directory")?;
-    let mut config = Config::defaults();
-    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    config.store.dir = dir.path().join("data");
-    config.plugins_dir = dir.path().join("plugins");
-    config.plugin_cache_dir = dir.path().join("plugin-cache");
-    config.shutdown_grace = Duration::from_secs(5);
+    let config = Config::local(dir.path());
     std::fs::create_dir_all(&config.plugins_dir).context("creating the plugins directory")?;
     for name in BENCH_PLUGINS {
         install_plugin(args, name, &config.plugins_dir)?;

@@ -82,9 +82,16 @@ impl StateCache {
             shard.previous.remove(&key);
             return;
         }
-        let bytes = key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES;
-        shard.current_bytes += bytes;
-        shard.current.insert(key, value);
+        let size = |key: &[u8], value: &Option<Vec<u8>>| {
+            key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES
+        };
+        let added = size(&key, &value);
+        let replaced = shard
+            .current
+            .insert(key.clone(), value)
+            .map_or(0, |old| size(&key, &old));
+        // Only growth counts: rewriting a hot key must not rotate the cache.
+        shard.current_bytes = (shard.current_bytes + added).saturating_sub(replaced);
         if shard.current_bytes > CACHE_GENERATION_BYTES / SHARDS {
             let full = std::mem::take(&mut shard.current);
             shard.previous = full;
@@ -136,6 +143,22 @@ mod tests {
             cache.get(&99_999u32.to_be_bytes()).is_some(),
             "the newest key is cached"
         );
+    }
+
+    #[test]
+    fn rewriting_one_key_never_evicts_the_others() {
+        let cache = StateCache::default();
+        // A cold key in the hot key's shard, where a rotation would hit it.
+        let cold = (0u32..)
+            .map(|i| format!("cold/{i}").into_bytes())
+            .find(|key| std::ptr::eq(cache.shard(key), cache.shard(b"hot")))
+            .expect("some key shares the shard");
+        cache.put(cold.clone(), Some(b"1".to_vec()));
+        let value = vec![1u8; 1000];
+        for _ in 0..100_000 {
+            cache.put(b"hot".to_vec(), Some(value.clone()));
+        }
+        assert_eq!(cache.get(&cold), Some(Some(b"1".to_vec())));
     }
 
     #[test]

@@ -68,12 +68,7 @@ fn repo_root() -> PathBuf {
 async fn run() -> anyhow::Result<()> {
     let repo = repo_root();
     let dir = tempfile::Builder::new().prefix("courier-demo-").tempdir()?;
-    let mut config = Config::defaults();
-    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    config.store.dir = dir.path().join("data");
-    config.plugins_dir = dir.path().join("plugins");
-    config.plugin_cache_dir = dir.path().join("plugin-cache");
-    config.shutdown_grace = Duration::from_secs(5);
+    let mut config = Config::local(dir.path());
     config.store.maintenance_interval = RETENTION_PASS;
     std::fs::create_dir_all(&config.plugins_dir)?;
     for name in FIRST_PLUGINS {
