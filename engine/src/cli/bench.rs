@@ -2,8 +2,9 @@
 //! generate-orders`, which prints the same orders as NDJSON envelopes.
 //!
 //! The bench drives an engine over HTTP only, like any producer: a running
-//! one (`--server`), or one it starts in this process on a temporary
-//! directory with the notification, recommendation and membership plugins.
+//! one (`--server`), or a `courier serve` process it starts on a temporary
+//! directory with the notification, recommendation and membership plugins
+//! (a process of its own, so the engine's memory is measured alone).
 //! It measures, in order:
 //!
 //! 1. publish throughput: `--producers` concurrent HTTP publishers send
@@ -40,10 +41,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::workload::{Generator, Order, Shape, envelope_ndjson};
 
-/// The plugins an in-process bench installs.
+/// The plugins the bench installs in an engine of its own.
 const BENCH_PLUGINS: [&str; 3] = ["notification", "recommendation", "membership"];
 /// The targets the figures are reported against.
 const TARGET_DRAIN_ORDERS_PER_SEC: f64 = 100_000.0;
@@ -103,8 +103,8 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// A running engine to measure. Without it, the bench starts an engine
-    /// in this process on a temporary directory.
+    /// A running engine to measure. Without it, the bench starts `courier
+    /// serve` in a process of its own on a temporary directory.
     #[arg(long)]
     pub server: Option<String>,
     /// Bearer token of the --server engine, if it requires one.
@@ -113,7 +113,7 @@ pub struct BenchArgs {
     /// Process id of the --server engine, to report its peak memory.
     #[arg(long, requires = "server")]
     pub pid: Option<u32>,
-    /// Compiled plugins for the in-process engine (notification.wasm,
+    /// Compiled plugins for the bench's own engine (notification.wasm,
     /// recommendation.wasm, membership.wasm).
     #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
     pub plugins_from: PathBuf,
@@ -154,9 +154,11 @@ pub struct BenchArgs {
 
 /// The engine under test.
 enum Target {
-    /// Started by the bench; dropped (with its directory) at the end.
-    InProcess {
-        engine: Engine,
+    /// `courier serve` started by the bench on a temporary directory, in a
+    /// process of its own so that its memory is measured alone and the load
+    /// generator is a client like any other; killed at the end.
+    Own {
+        engine: std::process::Child,
         _dir: tempfile::TempDir,
     },
     Remote {
@@ -218,13 +220,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             server.trim_end_matches('/').to_owned(),
             Target::Remote { pid: args.pid },
         ),
-        None => {
-            let (engine, dir) = start_engine(&args).await?;
-            (
-                format!("http://{}", engine.addr()),
-                Target::InProcess { engine, _dir: dir },
-            )
-        }
+        None => start_engine(&args).await?,
     };
     let mut bench = Bench {
         http: reqwest::Client::builder()
@@ -239,8 +235,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         quiet: args.json,
     };
     let result = measure(&mut bench, &args, &target).await;
-    if let Target::InProcess { engine, .. } = target {
-        engine.shutdown().await;
+    if let Target::Own { mut engine, .. } = target {
+        // Nothing of the bench's outlives it: the directory goes too.
+        let _ = engine.kill();
+        let _ = engine.wait();
     }
     let report = result?;
     if args.json {
@@ -264,8 +262,8 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// The phases, in order, and the report they add up to.
 async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow::Result<Value> {
-    let (expected, in_process): (&[&str], bool) = match target {
-        Target::InProcess { .. } => (&BENCH_PLUGINS, true),
+    let (expected, own): (&[&str], bool) = match target {
+        Target::Own { .. } => (&BENCH_PLUGINS, true),
         Target::Remote { .. } => (&[], false),
     };
     bench.plugins = bench.wait_for_plugins(expected).await?;
@@ -281,13 +279,13 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
     let subscriptions = bench.subscriptions().await?;
     let dead_letters: u64 = subscriptions.iter().map(|s| s.dead_letters).sum();
     // Only an engine of its own holds nothing but the bench's orders.
-    let counted = if in_process {
+    let counted = if own {
         bench.state_number("membership", "stats/orders").await?
     } else {
         None
     };
-    let engine = if in_process {
-        "in-process (fsync always)".to_owned()
+    let engine = if own {
+        "own `courier serve` process (fsync always)".to_owned()
     } else {
         bench.base.clone()
     };
@@ -314,13 +312,14 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
 /// The `/proc` status file of the engine's process, if known.
 fn status_file(target: &Target) -> Option<PathBuf> {
     match target {
-        Target::InProcess { .. } => Some(PathBuf::from("/proc/self/status")),
+        Target::Own { engine, .. } => Some(PathBuf::from(format!("/proc/{}/status", engine.id()))),
         Target::Remote { pid } => pid.map(|pid| PathBuf::from(format!("/proc/{pid}/status"))),
     }
 }
 
-/// Starts an engine on a temporary directory with the bench's plugins.
-async fn start_engine(args: &BenchArgs) -> anyhow::Result<(Engine, tempfile::TempDir)> {
+/// Starts `courier serve` (this executable) on a temporary directory with
+/// the bench's plugins and waits until it answers.
+async fn start_engine(args: &BenchArgs) -> anyhow::Result<(String, Target)> {
     let dir = tempfile::Builder::new()
         .prefix("courier-bench-")
         .tempdir()
@@ -330,16 +329,62 @@ async fn start_engine(args: &BenchArgs) -> anyhow::Result<(Engine, tempfile::Tem
     for name in BENCH_PLUGINS {
         install_plugin(args, name, &config.plugins_dir)?;
     }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .context("finding a free port")?
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
     if !args.json {
         eprintln!(
-            "starting an engine in this process on {}",
+            "starting `courier serve` on {base}, data in {}",
             dir.path().display()
         );
     }
-    let engine = crate::engine::start(config)
-        .await
-        .context("starting the engine")?;
-    Ok((engine, dir))
+    let log =
+        std::fs::File::create(dir.path().join("engine.log")).context("creating the engine log")?;
+    let mut engine =
+        std::process::Command::new(std::env::current_exe().context("finding this executable")?)
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&config.store.dir)
+            .arg("--plugins-dir")
+            .arg(&config.plugins_dir)
+            .args(["--log", "warn"])
+            // The bench's engine is its own: no config file or token from the
+            // environment applies to it.
+            .env_remove("COURIER_CONFIG")
+            .env_remove("COURIER_TOKEN")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting `courier serve`")?;
+    let ready = wait_ready(&base, &mut engine).await;
+    if let Err(error) = ready {
+        let _ = engine.kill();
+        let log = std::fs::read_to_string(dir.path().join("engine.log")).unwrap_or_default();
+        bail!("{error:#}\n{log}");
+    }
+    Ok((base, Target::Own { engine, _dir: dir }))
+}
+
+/// Polls `/healthz` until the engine answers (or exits, or 60 s pass).
+async fn wait_ready(base: &str, engine: &mut std::process::Child) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = engine.try_wait().context("watching the engine")? {
+            bail!("`courier serve` exited with {status} before it was ready");
+        }
+        let answered = http.get(format!("{base}/healthz")).send().await;
+        if answered.is_ok_and(|response| response.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("`courier serve` did not answer within 60 s")
 }
 
 /// Copies `NAME.toml` and then `NAME.wasm` (through a rename) into `to`.
