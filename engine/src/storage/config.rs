@@ -31,7 +31,7 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
 /// committed cursor: bounds the durable acked-offset set and its memory.
 pub const DEFAULT_MAX_UNACKED: u64 = 10_000;
 /// Default memory budget of the block cache.
-pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Default free disk space below which appends are refused (acks still work).
 pub const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 256 * 1024 * 1024;
 

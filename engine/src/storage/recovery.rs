@@ -26,7 +26,7 @@ use super::writer::{MEMTABLE_BYTES, open_log_keyspace};
 
 /// Memory for all memtables together: when flushes fall behind a burst of
 /// writes, writers wait instead of memory growing without bound.
-const MAX_WRITE_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
+const MAX_WRITE_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
 /// Journal size after which fjall flushes memtables: bounds what a reopen
 /// must replay (and so the reopen time) to a few hundred milliseconds.
 const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
