@@ -330,6 +330,15 @@ impl Client {
             .clone()
     }
 
+    /// `GET /metrics`, as Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body.as_str()
+            .expect("metrics are text, not JSON")
+            .to_owned()
+    }
+
     /// Waits until `plugin` has no lag and nothing in flight on `topic`.
     pub async fn wait_drained(&self, plugin: &str, topic: &str, timeout: Duration) {
         let ok = wait_until(timeout, || async {

@@ -33,12 +33,13 @@ const MAX_BATCH_TIME: Duration = Duration::from_millis(50);
 /// persistent fault costs one log line a second, not a busy loop.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
-/// What a worker needs; cloned per worker.
-#[derive(Clone)]
+/// What a worker needs; shared (`Arc`) with its blocking steps, so a
+/// batch clones nothing.
 pub struct WorkerSpec {
     pub plugin: Arc<LoadedPlugin>,
     pub subscription: Subscription,
     pub partition: u32,
+    /// The manifest's batch size: the most one step polls.
     pub batch_size: usize,
     /// Deliver only messages carrying all these headers (others are
     /// acknowledged without calling the plugin).
@@ -60,6 +61,7 @@ enum Step {
 }
 
 pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
+    let spec = Arc::new(spec);
     let sub = spec.subscription.clone();
     let partition = spec.partition;
     let Ok(mut durable) = sub.watch_partition(partition) else {
@@ -76,10 +78,9 @@ pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
         let Ok(permit) = Arc::clone(&spec.permits).acquire_owned().await else {
             return;
         };
-        let mut step_spec = spec.clone();
-        step_spec.batch_size = batch_size;
+        let step_spec = Arc::clone(&spec);
         let started = Instant::now();
-        let joined = tokio::task::spawn_blocking(move || step(&step_spec)).await;
+        let joined = tokio::task::spawn_blocking(move || step(&step_spec, batch_size)).await;
         drop(permit);
         // Adaptive batches: a batch that held the permit too long makes the
         // next one smaller, so a slow plugin cannot starve the others.
@@ -143,8 +144,8 @@ async fn settle(spec: &WorkerSpec, ticket: LeaseTicket, results: Vec<Settlement>
 
 /// Polls one batch and runs it through an instance checked out of the
 /// plugin version's pool. Blocking.
-fn step(spec: &WorkerSpec) -> Step {
-    let lease = match spec.subscription.poll(spec.partition, spec.batch_size) {
+fn step(spec: &WorkerSpec, batch_size: usize) -> Step {
+    let lease = match spec.subscription.poll(spec.partition, batch_size) {
         Ok(Poll::Ready(lease)) => lease,
         Ok(Poll::Idle { retry_in }) => return Step::Idle(retry_in),
         Ok(Poll::Busy) => return Step::Busy,
@@ -185,13 +186,12 @@ fn run_batch(
             results.push(Settlement::ack(offset));
             continue;
         }
-        let position = (Arc::clone(&message.topic), message.partition);
         let started = Instant::now();
         let handled = instance.handle(message, attempt);
         spec.metrics
             .handler_seconds
             .observe(started.elapsed().as_secs_f64());
-        tally.count(spec, &handled.outcome, &position, offset);
+        tally.count(spec, &handled.outcome, offset);
         let stop = ordered && matches!(handled.outcome, Outcome::Retry { .. });
         results.push(Settlement {
             offset,
@@ -226,16 +226,13 @@ struct Tally {
 }
 
 impl Tally {
-    fn count(
-        &mut self,
-        spec: &WorkerSpec,
-        outcome: &Outcome,
-        position: &(Arc<str>, u32),
-        offset: u64,
-    ) {
+    fn count(&mut self, spec: &WorkerSpec, outcome: &Outcome, offset: u64) {
         self.delivered += 1;
-        let (topic, partition) = position;
-        let plugin = spec.plugin.name();
+        let (plugin, topic, partition) = (
+            spec.plugin.name(),
+            spec.subscription.topic(),
+            spec.partition,
+        );
         match outcome {
             Outcome::Ack => self.acked += 1,
             Outcome::Retry { reason, .. } => {

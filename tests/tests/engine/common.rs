@@ -519,14 +519,7 @@ impl Producer {
 
 /// `GET /metrics`, as text.
 pub async fn metrics(client: &Client) -> String {
-    let response = client
-        .http()
-        .get(client.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(response.status().as_u16(), 200);
-    response.text().await.expect("metrics text")
+    client.metrics_text().await
 }
 
 /// The value of the sample `name{labels..}` in Prometheus text.

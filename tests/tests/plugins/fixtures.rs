@@ -9,8 +9,8 @@ use courier_tests::Client;
 use serde_json::{Value, json};
 
 use crate::support::{
-    WAIT, dead_letters, eventually, payload_text, plugin_status, publish_raw, read_topic, start,
-    state_number, wait_count, wait_dead_letters,
+    WAIT, eventually, payload_text, plugin_status, publish_raw, start, state_number, wait_count,
+    wait_dead_letters,
 };
 
 /// A manifest subscribing to `topic`, with `rest` appended.
@@ -33,13 +33,7 @@ async fn subscription(client: &Client, plugin: &str, topic: &str) -> Value {
 
 /// The value of a counter metric with these labels (0 when absent).
 async fn metric(client: &Client, name: &str, labels: &str) -> u64 {
-    let response = client
-        .http()
-        .get(client.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    let text = response.text().await.expect("metrics text");
+    let text = client.metrics_text().await;
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
@@ -74,7 +68,7 @@ async fn an_acking_plugin_acknowledges_every_message_and_moves_its_cursor() {
     let sub = subscription(client, "acker", "orders").await;
     assert_eq!(sub["partitions"][0]["committed"], 5, "{sub}");
     assert_eq!(sub["dead_letters"], 0, "{sub}");
-    assert!(dead_letters(client, "acker").await.is_empty());
+    assert!(client.dead_letters("acker").await.is_empty());
     assert_eq!(
         metric(client, "courier_plugin_acked", "plugin=\"acker\"").await,
         5
@@ -204,7 +198,7 @@ async fn a_trapping_plugin_never_acks_and_ends_in_dead_letters() {
     );
     // Another plugin on the same messages was not disturbed.
     wait_count(client, "bystander", "count", 3).await;
-    assert!(dead_letters(client, "bystander").await.is_empty());
+    assert!(client.dead_letters("bystander").await.is_empty());
     assert_eq!(
         plugin_status(client, "trapper").await.expect("status")["status"],
         "running"
@@ -239,7 +233,7 @@ async fn a_plugin_that_loops_forever_is_stopped_by_its_deadline_and_the_host_sta
     publish_raw(client, "other", &["x", "y", "z"]).await;
     wait_count(client, "bystander", "count", 3).await;
     assert!(
-        dead_letters(client, "looper").await.is_empty(),
+        client.dead_letters("looper").await.is_empty(),
         "the looper finished before the bystander handled three messages: was it stopped at all?"
     );
 
@@ -346,7 +340,7 @@ async fn staged_effects_are_committed_only_with_an_ack_and_never_twice() {
     }
     // The outbox: exactly the acknowledged messages, in order, with the
     // header the plugin set.
-    let out = read_topic(client, "effects-out").await;
+    let out = client.read_topic("effects-out").await;
     let published: Vec<(String, String)> = out
         .iter()
         .map(|m| {

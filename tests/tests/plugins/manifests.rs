@@ -9,7 +9,7 @@ use courier::plugin::Manifest;
 use serde_json::Value;
 
 use crate::fixtures::manifest;
-use crate::support::{plugin_status, start};
+use crate::support::{assert_failed, plugin_status, start};
 
 /// Starts an engine with fixture-tagger installed as `name` with the
 /// manifest `text`; returns its status.
@@ -25,26 +25,11 @@ async fn status_with_manifest(name: &str, text: &str) -> (Value, String) {
     (status, file)
 }
 
-fn assert_rejected(status: &Value, parts: &[&str]) {
-    assert_eq!(status["status"], "failed", "{status}");
-    assert_eq!(
-        status["version"],
-        Value::Null,
-        "an invalid manifest must not run with defaults: {status}"
-    );
-    let error = status["last_error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no last_error: {status}"));
-    for part in parts {
-        assert!(error.contains(part), "{part:?} missing from {error:?}");
-    }
-}
-
 #[tokio::test]
 async fn a_manifest_with_an_unknown_key_is_rejected_naming_the_file_and_the_key() {
     let text = manifest("jobs", "[delivery]\nmax_attempt = 3");
     let (status, file) = status_with_manifest("typo", &text).await;
-    assert_rejected(
+    assert_failed(
         &status,
         &[
             &file,
@@ -59,7 +44,7 @@ async fn a_manifest_with_an_unknown_key_is_rejected_naming_the_file_and_the_key(
 async fn a_manifest_value_out_of_range_names_the_key_and_the_range() {
     let text = manifest("jobs", "[limits]\nmemory_mib = 0");
     let (status, file) = status_with_manifest("tiny", &text).await;
-    assert_rejected(&status, &[&file, "limits.memory_mib = 0", "between 1 and"]);
+    assert_failed(&status, &[&file, "limits.memory_mib = 0", "between 1 and"]);
 }
 
 #[tokio::test]
@@ -73,7 +58,7 @@ async fn a_manifest_without_its_wasm_is_reported() {
     })
     .await;
     let status = plugin_status(client, "orphan").await.expect("status");
-    assert_rejected(
+    assert_failed(
         &status,
         &[&path.display().to_string(), "has no orphan.wasm beside it"],
     );

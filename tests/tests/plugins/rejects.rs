@@ -6,7 +6,9 @@
 use serde_json::Value;
 
 use crate::fixtures::manifest;
-use crate::support::{component_bytes, plugin_status, publish_raw, start, wait_count};
+use crate::support::{
+    assert_failed, component_bytes, plugin_status, publish_raw, start, wait_count,
+};
 
 /// Starts an engine with a working tagger and `broken` (bytes) installed as
 /// `NAME.wasm`; checks the tagger still works and returns the broken
@@ -35,17 +37,6 @@ async fn status_of_broken(name: &str, broken: &[u8]) -> Value {
 }
 
 /// Asserts `status` is a failed plugin whose error contains every part.
-fn assert_failed(status: &Value, parts: &[&str]) {
-    assert_eq!(status["status"], "failed", "{status}");
-    assert_eq!(status["version"], Value::Null, "{status}");
-    let error = status["last_error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no last_error: {status}"));
-    for part in parts {
-        assert!(error.contains(part), "{part:?} missing from {error:?}");
-    }
-}
-
 #[tokio::test]
 async fn a_component_of_the_wrong_world_is_rejected_naming_the_missing_export() {
     let status = status_of_broken("greeter", &component_bytes("fixture-wrong-world")).await;

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine as _;
 use courier_tests::{Client, TestEngine, wait_until};
 use serde_json::{Value, json};
 
@@ -41,22 +42,7 @@ pub async fn start(plugins: &[Install<'_>]) -> TestEngine {
 
 /// Standard base64 (the producer API takes binary payloads this way).
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Publishes `payloads` (raw bytes, in order, no key) to `topic`; returns
@@ -127,20 +113,13 @@ pub async fn wait_last_error(client: &Client, plugin: &str) -> Value {
     plugin_status(client, plugin).await.expect("status")
 }
 
-/// `plugin`'s dead letters (oldest first).
-pub async fn dead_letters(client: &Client, plugin: &str) -> Vec<Value> {
-    let (status, body) = client.get(&format!("/v1/dead-letters/{plugin}")).await;
-    assert_eq!(status, 200, "dead letters of {plugin}: {body}");
-    body["dead_letters"].as_array().cloned().unwrap_or_default()
-}
-
 /// Waits until `plugin` has exactly `count` dead letters and returns them.
 pub async fn wait_dead_letters(client: &Client, plugin: &str, count: usize) -> Vec<Value> {
     let ok = wait_until(WAIT, || async {
-        dead_letters(client, plugin).await.len() == count
+        client.dead_letters(plugin).await.len() == count
     })
     .await;
-    let letters = dead_letters(client, plugin).await;
+    let letters = client.dead_letters(plugin).await;
     assert!(ok, "{plugin} never had {count} dead letters: {letters:#?}");
     letters
 }
@@ -148,43 +127,14 @@ pub async fn wait_dead_letters(client: &Client, plugin: &str, count: usize) -> V
 /// The raw payload of a message as the operator API shows it.
 pub fn payload_text(message: &Value) -> String {
     match message["payload_base64"].as_str() {
-        Some(encoded) => String::from_utf8(decode_base64(encoded)).expect("UTF-8 payload"),
+        Some(encoded) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .expect("base64 payload");
+            String::from_utf8(bytes).expect("UTF-8 payload")
+        }
         None => message["payload"].to_string(),
     }
-}
-
-fn decode_base64(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => u32::from(c - b'A'),
-        b'a'..=b'z' => u32::from(c - b'a') + 26,
-        b'0'..=b'9' => u32::from(c - b'0') + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {text}"),
-    };
-    let mut out = Vec::new();
-    for chunk in text.as_bytes().chunks(4) {
-        let digits: Vec<u8> = chunk.iter().copied().filter(|c| *c != b'=').collect();
-        let n = digits
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, c)| n | value(*c) << (18 - 6 * i));
-        for i in 0..digits.len().saturating_sub(1) {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    out
-}
-
-/// Every message of partition 0 of `topic`.
-pub async fn read_topic(client: &Client, topic: &str) -> Vec<Value> {
-    let (status, body) = client
-        .get(&format!(
-            "/v1/topics/{topic}/messages?partition=0&limit=1000"
-        ))
-        .await;
-    assert_eq!(status, 200, "reading {topic}: {body}");
-    body["messages"].as_array().cloned().unwrap_or_default()
 }
 
 /// Writes `bytes` to `dir/file` through a temporary file and a rename, so
@@ -200,22 +150,19 @@ pub fn component_bytes(crate_name: &str) -> Vec<u8> {
     std::fs::read(courier_tests::component(crate_name)).expect("reading a component")
 }
 
-#[test]
-fn base64_round_trips() {
-    for text in [
-        "",
-        "t",
-        "tr",
-        "trap",
-        "retry-me",
-        "a longer payload with spaces",
-    ] {
-        let encoded = base64(text.as_bytes());
-        assert_eq!(
-            decode_base64(&encoded),
-            text.as_bytes(),
-            "{text} -> {encoded}"
-        );
+/// Asserts `status` is a plugin that never ran (no version) and whose
+/// last error names every one of `parts`.
+pub fn assert_failed(status: &Value, parts: &[&str]) {
+    assert_eq!(status["status"], "failed", "{status}");
+    assert_eq!(
+        status["version"],
+        Value::Null,
+        "a rejected plugin must not run (not even with defaults): {status}"
+    );
+    let error = status["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no last_error: {status}"));
+    for part in parts {
+        assert!(error.contains(part), "{part:?} missing from {error:?}");
     }
-    assert_eq!(base64(b"trap"), "dHJhcA==");
 }
