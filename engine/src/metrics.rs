@@ -200,13 +200,31 @@ impl Collector for StoreCollector {
                 counter.metric_type(),
             )?)?;
         }
-        let bytes = ConstGauge::new(stats.disk_bytes as i64);
-        bytes.encode(encoder.encode_descriptor(
-            "storage_bytes",
-            "Bytes the database uses on disk",
-            None,
-            bytes.metric_type(),
-        )?)?;
+        for (name, help, value) in [
+            (
+                "storage_bytes",
+                "Bytes the database uses on disk",
+                stats.disk_bytes as i64,
+            ),
+            (
+                "storage_write_buffer_bytes",
+                "Bytes in memtables not yet flushed",
+                stats.write_buffer_bytes as i64,
+            ),
+            (
+                "storage_journal_files",
+                "Journal files not yet released by flushes",
+                stats.journal_files as i64,
+            ),
+            (
+                "storage_flushes_queued",
+                "Memtables waiting to be flushed",
+                stats.flushes_queued as i64,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
         encode_fsync_histogram(&mut encoder, &stats)?;
         encode_subscriptions(&mut encoder, &self.store)
     }

@@ -80,6 +80,7 @@ mod state_cache;
 mod subscription;
 mod topic;
 mod types;
+mod write_buffer;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -243,6 +244,12 @@ pub struct StoreStats {
     /// Non-cumulative counts per bucket of [`FSYNC_BUCKETS`], plus overflow.
     pub fsync_buckets: Vec<u64>,
     pub disk_bytes: u64,
+    /// Bytes in memtables not yet flushed to tables.
+    pub write_buffer_bytes: u64,
+    /// Journal files not yet released by flushes (bounds replay on reopen).
+    pub journal_files: usize,
+    /// Memtables waiting for a flush.
+    pub flushes_queued: usize,
 }
 
 /// Why the store refuses work, if it does.
@@ -698,6 +705,9 @@ impl Store {
                 .map(|b| b.load(Relaxed))
                 .collect(),
             disk_bytes: self.shared.db.disk_space().unwrap_or(0),
+            write_buffer_bytes: self.shared.db.write_buffer_size(),
+            journal_files: self.shared.db.journal_count(),
+            flushes_queued: self.shared.db.outstanding_flushes(),
         }
     }
 

@@ -22,14 +22,19 @@ use super::keys;
 use super::shared::Keyspaces;
 use super::subscription::{SubInner, SubscriptionRecord};
 use super::topic::{PartitionLog, Topic, TopicRecord};
+use super::write_buffer;
 use super::writer::{MEMTABLE_BYTES, open_log_keyspace};
 
-/// Memory for all memtables together: when flushes fall behind a burst of
-/// writes, writers wait instead of memory growing without bound.
-const MAX_WRITE_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
 /// Journal size after which fjall flushes memtables: bounds what a reopen
 /// must replay (and so the reopen time) to a few hundred milliseconds.
 const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// fjall's background threads (flushes and compactions). One, not fjall's
+/// default of one per core: with two or more, worker 0 hands every
+/// compaction request back to the queue to stay free for flushes, and while
+/// the other worker is busy it spins on that request (seen in profiles as
+/// 10-20% of a core burned in `worker_tick`, `flume` and `Arc` clones).
+const FJALL_WORKERS: usize = 1;
 
 /// What recovery hands to the store.
 pub(crate) struct Recovered {
@@ -43,13 +48,14 @@ pub(crate) struct Recovered {
 
 pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
     std::fs::create_dir_all(&config.dir)?;
-    // `max_write_buffer_size` is marked deprecated ("todo") in fjall 3.1 but
-    // is the only bound on memtable memory; revisit when fjall settles it.
+    // `max_write_buffer_size` is marked deprecated ("todo") in fjall 3.1 and
+    // not enforced yet; `write_buffer::bound` enforces the same budget.
     #[allow(deprecated)]
     let builder = Database::builder(&config.dir)
         .cache_size(config.cache_bytes)
+        .worker_threads(FJALL_WORKERS)
         .max_journaling_size(MAX_JOURNAL_BYTES)
-        .max_write_buffer_size(Some(MAX_WRITE_BUFFER_BYTES));
+        .max_write_buffer_size(Some(write_buffer::BUDGET_BYTES));
     let db = builder.open().map_err(|error| match error {
         fjall::Error::Locked => Error::Locked(config.dir.clone()),
         other => Error::from(other),

@@ -28,6 +28,7 @@ use super::shared::{Shared, Stats, lock, now_ms, write};
 use super::subscription::{SettleReport, SubInner, SubscriptionRecord};
 use super::topic::{PartitionLog, Topic, TopicRecord};
 use super::types::{Outcome, Position, StateOp};
+use super::write_buffer;
 
 /// Most commands folded into one group commit: bounds the batch's memory
 /// and the latency of the first command in it.
@@ -285,6 +286,9 @@ impl Writer {
                     sub.changed.notify_waiters();
                 }
                 finish(group.done, None);
+                if let Err(error) = write_buffer::bound(&self.shared) {
+                    tracing::warn!(%error, "could not seal a memtable to bound memory");
+                }
             }
             Err(error) => {
                 self.shared.fail(format!("commit failed: {error}"));

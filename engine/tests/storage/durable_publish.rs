@@ -120,3 +120,32 @@ async fn an_explicit_sync_fsyncs_under_any_policy() {
     store.sync().await.unwrap();
     assert_eq!(store.stats().fsyncs, 1);
 }
+
+/// fjall seals a keyspace's memtable only when that one is full, so many
+/// partitions filling at once could hold far more than the store's budget
+/// in memory; the writer seals the largest ones to keep the sum bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memtables_stay_within_the_write_buffer_budget_across_many_partitions() {
+    const MIB: u64 = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), |config| config.fsync = FsyncPolicy::Never);
+    let settings = courier::storage::TopicSettings {
+        partitions: 32,
+        ..Default::default()
+    };
+    store.create_topic("wide", settings).await.unwrap();
+    let payload = "x".repeat(1000);
+    let batch: Vec<_> = (0..1000).map(|_| message(None, &payload)).collect();
+    let mut peak = 0;
+    // 64 MiB spread evenly: 2 MiB per partition, below the 4 MiB at which
+    // fjall would seal any one memtable by itself.
+    for _ in 0..64 {
+        store.append("wide", &batch).await.unwrap();
+        peak = peak.max(store.stats().write_buffer_bytes);
+    }
+    assert!(
+        peak < 40 * MIB,
+        "unflushed memtables reached {} MiB",
+        peak / MIB
+    );
+}
