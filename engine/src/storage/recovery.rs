@@ -29,13 +29,6 @@ use super::writer::{MEMTABLE_BYTES, open_log_keyspace};
 /// must replay (and so the reopen time) to a few hundred milliseconds.
 const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
-/// fjall's background threads (flushes and compactions). One, not fjall's
-/// default of one per core: with two or more, worker 0 hands every
-/// compaction request back to the queue to stay free for flushes, and while
-/// the other worker is busy it spins on that request (seen in profiles as
-/// 10-20% of a core burned in `worker_tick`, `flume` and `Arc` clones).
-const FJALL_WORKERS: usize = 1;
-
 /// What recovery hands to the store.
 pub(crate) struct Recovered {
     pub db: Database,
@@ -53,7 +46,6 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
     #[allow(deprecated)]
     let builder = Database::builder(&config.dir)
         .cache_size(config.cache_bytes)
-        .worker_threads(FJALL_WORKERS)
         .max_journaling_size(MAX_JOURNAL_BYTES)
         .max_write_buffer_size(Some(write_buffer::BUDGET_BYTES));
     let db = builder.open().map_err(|error| match error {
