@@ -64,6 +64,19 @@ async fn every_plugin_handles_every_order_exactly_once() {
             common::metric(&metrics, "courier_plugin_dead_lettered_total", &labels).unwrap_or(0.0);
         assert_eq!(dead, 0.0, "{plugin} dead-lettered");
     }
+    // Storage gauges, unlabelled: the memtables of a live store hold
+    // something, and its journal has at least one file.
+    let gauge = |name: &str| -> f64 {
+        let prefix = format!("{name} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert!(gauge("courier_storage_write_buffer_bytes") > 0.0);
+    assert!(gauge("courier_storage_journal_files") >= 1.0);
+    assert!(gauge("courier_storage_flushes_queued") >= 0.0);
 
     cli_status_shows_no_lag(&client.base).await;
     engine.shutdown().await;
