@@ -79,3 +79,13 @@ pub enum Error {
     #[error("wasmtime: {0}")]
     Wasmtime(String),
 }
+
+impl Error {
+    /// Whether the same files may load later: the failure comes from the
+    /// machine (a granted directory that does not exist yet, an I/O error),
+    /// not from the plugin's bytes or manifest. Such loads are retried on
+    /// every rescan; the others only when the files change.
+    pub fn depends_on_environment(&self) -> bool {
+        matches!(self, Error::Sandbox(_) | Error::Io { .. })
+    }
+}

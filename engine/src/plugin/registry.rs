@@ -5,7 +5,9 @@
 //! new or changed files are compiled and validated off the async workers;
 //! a version that fails (not wasm, wrong world, bad manifest, start-up trap)
 //! never replaces a working one: the old version keeps running and the
-//! error is kept in the plugin's status. Files that disappeared remove their
+//! error is kept in the plugin's status. The same files are not tried again
+//! unless the failure came from the environment (a granted directory that
+//! does not exist yet): those are retried on every reload and rescan. Files that disappeared remove their
 //! plugin (its cursors and state stay in storage). The new set is published
 //! on a `watch` channel that dispatch follows.
 //!
@@ -73,9 +75,12 @@ pub struct PluginStatus {
 
 /// The last failed attempt of one plugin.
 struct Failure {
-    /// The files' fingerprint: the same broken files are not retried.
+    /// The files' fingerprint: the same broken files are not retried...
     fingerprint: String,
     error: String,
+    /// ... unless the failure came from the environment, which may change
+    /// (see [`Error::depends_on_environment`]).
+    retry: bool,
 }
 
 /// See the module doc.
@@ -191,8 +196,8 @@ impl Registry {
         }
         let known_failure = lock(&self.failures)
             .get(&name)
-            .filter(|failure| failure.fingerprint == candidate.fingerprint)
-            .map(|failure| failure.error.clone());
+            .filter(|failure| failure.fingerprint == candidate.fingerprint && !failure.retry)
+            .map(|failure| (failure.error.clone(), false));
         let fingerprint = candidate.fingerprint.clone();
         let loaded = match known_failure {
             Some(error) => Err(error),
@@ -203,25 +208,35 @@ impl Registry {
                 tracing::info!(plugin = %name, version = plugin.version(), replaced = running.map(|r| r.version()), "plugin version loaded");
                 next.insert(name, Arc::new(plugin));
             }
-            Err(error) => {
+            Err((error, retry)) => {
                 if let Some(running) = running {
                     next.insert(name.clone(), Arc::clone(running));
                 }
-                failures.insert(name, Failure { fingerprint, error });
+                failures.insert(
+                    name,
+                    Failure {
+                        fingerprint,
+                        error,
+                        retry,
+                    },
+                );
             }
         }
     }
 
-    async fn load(&self, candidate: Candidate) -> Result<LoadedPlugin, String> {
+    /// Loads one version; a failure says whether to retry the same files.
+    async fn load(&self, candidate: Candidate) -> Result<LoadedPlugin, (String, bool)> {
         let runtime = self.runtime.clone();
         let (name, fingerprint) = (candidate.name.clone(), candidate.fingerprint.clone());
         let joined = tokio::task::spawn_blocking(move || load_blocking(&runtime, candidate)).await;
         let result = match joined {
-            Ok(result) => result.map_err(|error| error.to_string()),
-            Err(error) => Err(format!("loading panicked: {error}")),
+            Ok(result) => {
+                result.map_err(|error| (error.to_string(), error.depends_on_environment()))
+            }
+            Err(error) => Err((format!("loading panicked: {error}"), false)),
         };
-        if let Err(error) = &result {
-            tracing::error!(plugin = %name, version = %fingerprint, %error, "plugin version rejected; the previous version (if any) keeps running");
+        if let Err((error, retry)) = &result {
+            tracing::error!(plugin = %name, version = %fingerprint, %error, retried_on_rescan = retry, "plugin version rejected; the previous version (if any) keeps running");
         }
         result
     }
@@ -408,6 +423,8 @@ fn read_candidate(dir: &Path, name: String) -> Scanned {
             failure: Failure {
                 fingerprint: String::new(),
                 error,
+                // Files are read again on every scan anyway.
+                retry: true,
             },
             wasm_gone,
         })

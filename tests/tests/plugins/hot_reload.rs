@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 use crate::fixtures::manifest;
 use crate::support::{
-    WAIT, component_bytes, eventually, plugin_status, publish_raw, start, state_number, wait_count,
-    wait_last_error, write_atomically,
+    WAIT, assert_failed, component_bytes, eventually, plugin_status, publish_raw, start,
+    state_number, wait_count, wait_last_error, write_atomically,
 };
 
 /// Deploys fixture-tagger as `name` with `tag`, as a careful operator
@@ -306,5 +306,32 @@ async fn a_removed_plugin_stops_receiving_and_resumes_where_it_stopped_when_re_a
         "resumed at offset 5, nothing delivered again"
     );
     assert_eq!(state_number(client, "tagger", "count").await, Some(10));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_load_that_failed_on_the_environment_is_retried_with_the_same_files() {
+    let engine = start(&[]).await;
+    let client = &engine.client;
+    let dir = engine.plugins_dir();
+    // A granted directory that does not exist yet: the sandbox cannot be
+    // built, through no fault of the plugin's files.
+    let granted = engine.dir.path().join("reference-data");
+    let grant = format!("[capabilities]\nread_dirs = [\"{}\"]", granted.display());
+    deploy_tagger(&dir, "tagger", "v1", &grant);
+    let status = wait_last_error(client, "tagger").await;
+    assert_failed(&status, &["read_dirs", "reference-data"]);
+
+    // The directory appears; the plugin's files stay exactly as they were.
+    // Any change in the plugins directory triggers a reload (the periodic
+    // rescan would too, later).
+    std::fs::create_dir(&granted).expect("creating the granted directory");
+    write_atomically(&dir, "NOTES.txt", b"not a plugin");
+    eventually("tagger runs", || async {
+        version(client, "tagger").await.is_some()
+    })
+    .await;
+    publish_raw(client, "jobs", &["0", "1"]).await;
+    wait_count(client, "tagger", "count", 2).await;
     engine.shutdown().await;
 }
