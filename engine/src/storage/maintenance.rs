@@ -1,4 +1,5 @@
-//! The maintenance thread: retention and disk-space checks.
+//! The maintenance thread: retention, disk-space checks, and keeping the
+//! memtables within their budget (`write_buffer`).
 //!
 //! Retention never deletes messages one by one. For each partition it
 //! computes a *floor*: the lowest committed cursor of the topic's
@@ -12,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use fjall::AbstractTree;
 use tokio::sync::oneshot;
@@ -21,25 +23,37 @@ use super::error::Result;
 use super::keys;
 use super::shared::{Shared, lock, now_ms, read};
 use super::topic::{PartitionLog, Topic};
+use super::write_buffer;
 use super::writer::Command;
 
 /// Runs until `stop` fires (or its sender is dropped).
+/// Between passes it keeps the memtables within their budget
+/// (`write_buffer::seal`, every few milliseconds).
 pub(crate) fn run(shared: Arc<Shared>, stop: flume::Receiver<()>) {
     let interval = shared.config.maintenance_interval;
     let mut dropped = HashMap::new();
     let mut passes: u64 = 0;
+    let mut next_pass = Instant::now();
     loop {
-        check_disk(&shared);
-        // Tables that straddled the floor at the last drop may lie wholly
-        // below it by now (memtables get flushed): recheck now and then.
-        if passes.is_multiple_of(RECHECK_EVERY_PASSES) {
-            dropped.clear();
+        if let Err(error) = write_buffer::seal(&shared) {
+            tracing::warn!(%error, "could not seal a memtable to bound memory");
         }
-        passes += 1;
-        if let Err(error) = apply_retention(&shared, &mut dropped) {
-            tracing::warn!(%error, "retention pass failed; will try again");
+        if Instant::now() >= next_pass {
+            check_disk(&shared);
+            // Tables that straddled the floor at the last drop may lie wholly
+            // below it by now (memtables get flushed): recheck now and then.
+            if passes.is_multiple_of(RECHECK_EVERY_PASSES) {
+                dropped.clear();
+            }
+            passes += 1;
+            if let Err(error) = apply_retention(&shared, &mut dropped) {
+                tracing::warn!(%error, "retention pass failed; will try again");
+            }
+            next_pass = Instant::now() + interval;
         }
-        match stop.recv_timeout(interval) {
+        let wait =
+            write_buffer::CHECK_INTERVAL.min(next_pass.saturating_duration_since(Instant::now()));
+        match stop.recv_timeout(wait) {
             Err(flume::RecvTimeoutError::Timeout) => {}
             _ => return,
         }

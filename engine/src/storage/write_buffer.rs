@@ -3,35 +3,50 @@
 //! fjall 3.1 accepts `max_write_buffer_size` but does not enforce it (it is
 //! marked "todo"): each keyspace only seals its own memtable once it passes
 //! `max_memtable_size`. With one keyspace per partition, a burst filled
-//! dozens of memtables at once and they summed to 40+ MiB. So the writer
-//! enforces the budget itself: after a commit that leaves the unflushed
-//! total over [`BUDGET_BYTES`] while no flush is queued, it seals the
-//! largest active memtable, and fjall's flush frees it.
+//! dozens of memtables at once and they summed to 40+ MiB. So the store
+//! enforces a budget itself, in two steps:
+//!
+//! - [`seal`] (the maintenance thread, every [`CHECK_INTERVAL`]) seals the
+//!   largest active memtables while the active ones hold more than
+//!   [`BUDGET_BYTES`]; fjall's flushes then free them. Sealing takes the
+//!   journal lock only briefly, but fjall then runs housekeeping over every
+//!   keyspace (milliseconds): that is why it is not the writer's job.
+//! - [`throttle`] (the writer, before each commit) waits while the
+//!   unflushed total is over [`STALL_BYTES`] and flushes are running: when
+//!   writes outpace flushes, producers wait instead of memory growing.
+
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
 
 use fjall::{AbstractTree, Keyspace};
 
 use super::error::Result;
 use super::shared::{Shared, read};
 
-/// Unflushed memtable bytes the store aims to stay under.
+/// Active memtable bytes above which the largest ones are sealed; also
+/// handed to fjall, for when it enforces its own limit.
 pub(crate) const BUDGET_BYTES: u64 = 16 * 1024 * 1024;
+/// Unflushed bytes above which the writer waits for flushes.
+const STALL_BYTES: u64 = 3 * BUDGET_BYTES;
 /// Memtables smaller than this are never sealed early: tiny tables only
 /// make more work for compaction.
 const MIN_SEAL_BYTES: u64 = 512 * 1024;
+/// How often the maintenance thread checks the active memtables.
+pub(crate) const CHECK_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest the writer waits for flushes before one group commit: a flush
+/// that never ends must not stop every write for good.
+const MAX_STALL: Duration = Duration::from_secs(1);
 
-/// Seals the largest active memtable if the store is over budget and
-/// nothing is being flushed yet. Cheap when under budget (two atomic loads).
-pub(crate) fn bound(shared: &Shared) -> Result<()> {
-    if shared.db.write_buffer_size() <= BUDGET_BYTES || shared.db.outstanding_flushes() > 0 {
+/// Seals the largest active memtables until the active ones fit within
+/// [`BUDGET_BYTES`]. Cheap when under budget (one atomic load).
+pub(crate) fn seal(shared: &Shared) -> Result<()> {
+    if shared.db.write_buffer_size() <= BUDGET_BYTES {
         return Ok(());
     }
     let ks = &shared.ks;
-    let mut largest: Option<(u64, Keyspace)> = None;
-    let mut consider = |keyspace: &Keyspace| {
-        let size = keyspace.tree.active_memtable().size();
-        if size >= MIN_SEAL_BYTES && largest.as_ref().is_none_or(|(max, _)| size > *max) {
-            largest = Some((size, keyspace.clone()));
-        }
+    let mut active: Vec<(u64, Keyspace)> = Vec::new();
+    let mut add = |keyspace: &Keyspace| {
+        active.push((keyspace.tree.active_memtable().size(), keyspace.clone()));
     };
     for keyspace in [
         &ks.meta,
@@ -41,18 +56,39 @@ pub(crate) fn bound(shared: &Shared) -> Result<()> {
         &ks.dead,
         &ks.state,
     ] {
-        consider(keyspace);
+        add(keyspace);
     }
     for topic in read(&shared.topics).values() {
         for partition in 0..topic.partition_count() {
             if let Some(log) = topic.partition(partition) {
-                consider(&log.keyspace);
+                add(&log.keyspace);
             }
         }
     }
-    if let Some((size, keyspace)) = largest {
-        tracing::trace!(keyspace = %keyspace.name(), size, "sealing memtable to stay within the write buffer");
+    let mut total: u64 = active.iter().map(|(size, _)| size).sum();
+    active.sort_unstable_by_key(|(size, _)| Reverse(*size));
+    for (size, keyspace) in active {
+        if total <= BUDGET_BYTES || size < MIN_SEAL_BYTES {
+            break;
+        }
+        tracing::trace!(keyspace = %keyspace.name(), size, "sealing a memtable to stay within the write buffer");
         keyspace.rotate_memtable()?;
+        total -= size;
     }
     Ok(())
+}
+
+/// Waits (up to [`MAX_STALL`]) while the unflushed memtables exceed
+/// [`STALL_BYTES`] and flushes are under way to bring them down.
+pub(crate) fn throttle(shared: &Shared) {
+    let over =
+        || shared.db.write_buffer_size() > STALL_BYTES && shared.db.outstanding_flushes() > 0;
+    if !over() {
+        return;
+    }
+    let started = Instant::now();
+    while over() && started.elapsed() < MAX_STALL {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    tracing::debug!(waited = ?started.elapsed(), "writes waited for memtable flushes");
 }

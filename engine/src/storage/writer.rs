@@ -286,9 +286,6 @@ impl Writer {
                     sub.changed.notify_waiters();
                 }
                 finish(group.done, None);
-                if let Err(error) = write_buffer::bound(&self.shared) {
-                    tracing::warn!(%error, "could not seal a memtable to bound memory");
-                }
             }
             Err(error) => {
                 self.shared.fail(format!("commit failed: {error}"));
@@ -299,6 +296,7 @@ impl Writer {
 
     fn commit(&mut self, batch: OwnedWriteBatch, force_sync: bool) -> Result<()> {
         if !batch.is_empty() {
+            write_buffer::throttle(&self.shared);
             batch.commit()?;
             self.unsynced = true;
         }
