@@ -18,6 +18,7 @@
 //! partitions = 8                # of topics created by a first publish
 //! retention_max_age = "7days"   # "" = no age limit
 //! retention_max_bytes = 0       # 0 = no size limit
+//! background_threads = 0        # fjall flush/compaction threads; 0 = fjall's default
 //!
 //! [plugins]
 //! dir = "plugins"
@@ -136,6 +137,7 @@ struct StorageSection {
     partitions: Option<u32>,
     retention_max_age: Option<String>,
     retention_max_bytes: Option<u64>,
+    background_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,6 +293,15 @@ impl Config {
         }
         if let Some(bytes) = storage.min_free_disk_bytes {
             store.min_free_disk_bytes = bytes;
+        }
+        if let Some(threads) = storage.background_threads {
+            if threads > storage::MAX_BACKGROUND_THREADS {
+                return Err(invalid(
+                    "storage.background_threads",
+                    format!("at most {}", storage::MAX_BACKGROUND_THREADS),
+                ));
+            }
+            store.background_threads = (threads > 0).then_some(threads);
         }
         let mut topic = store.default_topic;
         if let Some(partitions) = storage.partitions {
@@ -457,6 +468,7 @@ mod tests {
             fsync = "interval:50"
             partitions = 4
             retention_max_age = "2h"
+            background_threads = 1
             [plugins]
             dir = "/etc/courier/plugins"
             [log]
@@ -477,6 +489,7 @@ mod tests {
         );
         assert_eq!(config.store.fsync, FsyncPolicy::Never);
         assert_eq!(config.store.default_topic.partitions, 4);
+        assert_eq!(config.store.background_threads, Some(1));
         assert_eq!(
             config.store.default_topic.retention.max_age,
             Some(Duration::from_secs(7200))
@@ -497,6 +510,12 @@ mod tests {
         assert!(error.to_string().contains("storage.fsync"), "{error}");
         let error = load_text("[storage]\npartitions = 0\n", Overrides::default()).unwrap_err();
         assert!(error.to_string().contains("storage.partitions"), "{error}");
+        let error =
+            load_text("[storage]\nbackground_threads = 64\n", Overrides::default()).unwrap_err();
+        assert!(
+            error.to_string().contains("storage.background_threads"),
+            "{error}"
+        );
         let error = load_text(
             "[storage]\nretention_max_age = \"soon\"\n",
             Overrides::default(),

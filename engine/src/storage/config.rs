@@ -10,6 +10,8 @@ use super::error::{Error, Result};
 /// an explicit count): enough to spread work over a few cores while keeping
 /// per-partition overhead (one LSM tree each) small.
 pub const DEFAULT_PARTITIONS: u32 = 8;
+/// Most fjall background threads a store accepts.
+pub const MAX_BACKGROUND_THREADS: usize = 8;
 /// Upper bound on partitions per topic: each is its own LSM tree with its own
 /// memtable, so thousands would waste memory and file handles.
 pub const MAX_PARTITIONS: u32 = 256;
@@ -91,6 +93,11 @@ pub struct StoreConfig {
     pub cache_bytes: u64,
     /// How often retention and disk checks run.
     pub maintenance_interval: Duration,
+    /// fjall's background threads (flushes and compactions); `None`:
+    /// fjall's default, one per core up to 4. One avoids a spinning worker
+    /// (better latency at moderate load) but queues flushes behind
+    /// compactions (lower sustained throughput); see ARCHITECTURE.md.
+    pub background_threads: Option<usize>,
 }
 
 impl StoreConfig {
@@ -105,6 +112,7 @@ impl StoreConfig {
             min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_BYTES,
             cache_bytes: DEFAULT_CACHE_BYTES,
             maintenance_interval: Duration::from_secs(5),
+            background_threads: None,
         }
     }
 }

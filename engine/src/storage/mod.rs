@@ -91,7 +91,8 @@ use tokio::sync::oneshot;
 pub use config::{
     Backoff, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PARTITIONS, DeliveryMode, FsyncPolicy, MAX_ATTEMPTS_LIMIT,
-    MAX_PARTITIONS, Retention, StartPosition, StoreConfig, SubscriptionSettings, TopicSettings,
+    MAX_BACKGROUND_THREADS, MAX_PARTITIONS, Retention, StartPosition, StoreConfig,
+    SubscriptionSettings, TopicSettings,
 };
 pub use cursor::LeaseTicket;
 pub use error::{Error, Result};

@@ -15,7 +15,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use tokio::sync::Notify;
 
 use super::codec::{self, Counters, PendingRecord};
-use super::config::StoreConfig;
+use super::config::{MAX_BACKGROUND_THREADS, StoreConfig};
 use super::cursor::PartState;
 use super::error::{Error, Result};
 use super::keys;
@@ -44,10 +44,13 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
     // `max_write_buffer_size` is marked deprecated ("todo") in fjall 3.1 and
     // not enforced yet; `write_buffer::bound` enforces the same budget.
     #[allow(deprecated)]
-    let builder = Database::builder(&config.dir)
+    let mut builder = Database::builder(&config.dir)
         .cache_size(config.cache_bytes)
         .max_journaling_size(MAX_JOURNAL_BYTES)
         .max_write_buffer_size(Some(write_buffer::BUDGET_BYTES));
+    if let Some(threads) = config.background_threads {
+        builder = builder.worker_threads(threads.clamp(1, MAX_BACKGROUND_THREADS));
+    }
     let db = builder.open().map_err(|error| match error {
         fjall::Error::Locked => Error::Locked(config.dir.clone()),
         other => Error::from(other),

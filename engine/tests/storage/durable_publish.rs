@@ -127,9 +127,20 @@ async fn an_explicit_sync_fsyncs_under_any_policy() {
 /// fall behind, the writer waits for them (48 MiB) instead of growing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memtables_stay_within_the_write_buffer_budget_across_many_partitions() {
+    // fjall's default background threads, and a single one (flushes then
+    // queue behind compactions).
+    for background_threads in [None, Some(1)] {
+        fill_wide_topic_and_check_memtables(background_threads).await;
+    }
+}
+
+async fn fill_wide_topic_and_check_memtables(background_threads: Option<usize>) {
     const MIB: u64 = 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let store = open_with(dir.path(), |config| config.fsync = FsyncPolicy::Never);
+    let store = open_with(dir.path(), |config| {
+        config.fsync = FsyncPolicy::Never;
+        config.background_threads = background_threads;
+    });
     let settings = courier::storage::TopicSettings {
         partitions: 32,
         ..Default::default()
@@ -146,7 +157,9 @@ async fn memtables_stay_within_the_write_buffer_budget_across_many_partitions() 
     }
     assert!(
         peak < 64 * MIB,
-        "unflushed memtables reached {} MiB",
+        "unflushed memtables reached {} MiB with background threads {background_threads:?}",
         peak / MIB
     );
+    let read = store.read("wide", 31, 0, 10).unwrap();
+    assert_eq!(read.len(), 10, "the last partition holds what was appended");
 }
