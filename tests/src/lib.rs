@@ -401,6 +401,23 @@ pub fn courier_binary() -> PathBuf {
     binary
 }
 
+/// Runs `courier ARGS`, asserts it succeeded (naming the command and its
+/// stderr otherwise) and returns its standard output.
+pub async fn run_cli(args: &[&str]) -> String {
+    let output = tokio::process::Command::new(courier_binary())
+        .kill_on_drop(true)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("running courier {args:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "courier {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Says so (once) when the binary is older than the engine's sources: a
 /// test that runs only `-p courier-tests` would otherwise test old code.
 fn warn_if_stale(binary: &Path) {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use courier_tests::{Client, TestEngine, courier_binary, install_plugin, wait_until};
+use courier_tests::{Client, TestEngine, install_plugin, run_cli, wait_until};
 use serde_json::{Value, json};
 
 use crate::common::{self, Expected, ORDER_PLUGINS, OrderGen};
@@ -189,18 +189,7 @@ async fn dead_letters_replay_to_a_still_failing_plugin_and_purge_removes_them() 
         assert_eq!(letter["reason"], "fixture rejects every message");
     }
 
-    let output = tokio::process::Command::new(courier_binary())
-        .kill_on_drop(true)
-        .args(["dead-letters", "list", "reject", "--server", &client.base])
-        .output()
-        .await
-        .expect("running courier dead-letters list");
-    let listed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let listed = run_cli(&["dead-letters", "list", "reject", "--server", &client.base]).await;
     assert_eq!(
         listed
             .matches("after 1 attempt(s): fixture rejects every message")

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use courier_tests::{TestEngine, courier_binary};
+use courier_tests::{TestEngine, run_cli};
 use serde_json::Value;
 
 use crate::common::{self, Expected, ORDER_PLUGINS, OrderGen};
@@ -85,18 +85,7 @@ async fn every_plugin_handles_every_order_exactly_once() {
 /// `courier status` against the drained engine: exit 0, zero lag for the
 /// three plugins, in JSON and in the tables.
 async fn cli_status_shows_no_lag(base: &str) {
-    let output = tokio::process::Command::new(courier_binary())
-        .kill_on_drop(true)
-        .args(["status", "--json", "--interval", "0", "--server", base])
-        .output()
-        .await
-        .expect("running courier status");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "courier status --json failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_cli(&["status", "--json", "--interval", "0", "--server", base]).await;
     let status: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {stdout}"));
     for plugin in ORDER_PLUGINS {
@@ -115,18 +104,7 @@ async fn cli_status_shows_no_lag(base: &str) {
         assert!(listed, "{plugin} not running in {status}");
     }
 
-    let output = tokio::process::Command::new(courier_binary())
-        .kill_on_drop(true)
-        .args(["status", "--interval", "0", "--server", base])
-        .output()
-        .await
-        .expect("running courier status");
-    let tables = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "courier status failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let tables = run_cli(&["status", "--interval", "0", "--server", base]).await;
     for plugin in ORDER_PLUGINS {
         let row = tables
             .lines()
