@@ -7,8 +7,9 @@
 //! never replaces a working one: the old version keeps running and the
 //! error is kept in the plugin's status. The same files are not tried again
 //! unless the failure came from the environment (a granted directory that
-//! does not exist yet): those are retried on every reload and rescan. Files that disappeared remove their
-//! plugin (its cursors and state stay in storage). The new set is published
+//! does not exist yet): those are retried on every reload and rescan.
+//! Files that disappeared remove their plugin (its cursors and state stay
+//! in storage). The new set is published
 //! on a `watch` channel that dispatch follows.
 //!
 //! Boot is a reload from the empty set; [`Registry::watch`] reloads after

@@ -26,9 +26,9 @@ use super::topic::{PartitionLog, Topic};
 use super::write_buffer;
 use super::writer::Command;
 
-/// Runs until `stop` fires (or its sender is dropped).
-/// Between passes it keeps the memtables within their budget
-/// (`write_buffer::seal`, every few milliseconds).
+/// Runs until `stop` fires (or its sender is dropped). Between passes it
+/// keeps the memtables within their budget (`write_buffer::seal`, every
+/// `write_buffer::CHECK_INTERVAL`).
 pub(crate) fn run(shared: Arc<Shared>, stop: flume::Receiver<()>) {
     let interval = shared.config.maintenance_interval;
     let mut dropped = HashMap::new();

@@ -42,7 +42,7 @@ pub(crate) struct Recovered {
 pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
     std::fs::create_dir_all(&config.dir)?;
     // `max_write_buffer_size` is marked deprecated ("todo") in fjall 3.1 and
-    // not enforced yet; `write_buffer::bound` enforces the same budget.
+    // not enforced yet; `write_buffer` (`seal`, `throttle`) enforces it.
     #[allow(deprecated)]
     let mut builder = Database::builder(&config.dir)
         .cache_size(config.cache_bytes)
