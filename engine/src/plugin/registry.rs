@@ -9,8 +9,8 @@
 //! unless the failure came from the environment (a granted directory that
 //! does not exist yet): those are retried on every reload and rescan.
 //! Files that disappeared remove their plugin (its cursors and state stay
-//! in storage). The new set is published
-//! on a `watch` channel that dispatch follows.
+//! in storage). The new set is published on a `watch` channel that
+//! dispatch follows.
 //!
 //! Boot is a reload from the empty set; [`Registry::watch`] reloads after
 //! `notify` events (debounced: files are often written in several steps)
