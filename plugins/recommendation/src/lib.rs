@@ -7,10 +7,13 @@
 //! order's skus in listed order, then the older ones). The counter
 //! `stats/profiles_updated` grows once per order.
 //!
-//! If config `publish_updates` is `true`, every order also publishes
-//! `{"user_id":"u-0042","top_categories":["books","garden"]}` (up to three
-//! categories, most units first) to topic `recommendations`, keyed by user id;
-//! that needs the capability `publish = ["recommendations"]`.
+//! If config `publish_updates` is `true`, an order that changes the user's
+//! top categories (up to three, most units first, ties by name) publishes
+//! `{"user_id":"u-0042","top_categories":["books","garden"]}` to topic
+//! `recommendations`, keyed by user id: downstream systems hear of every
+//! change, in order, and of nothing else (an order that only confirms the
+//! ranking publishes nothing). That needs the capability
+//! `publish = ["recommendations"]`.
 //!
 //! The profile is read, changed and written back, so the subscription must
 //! be `ordered`: producers key orders by user id, so one user's orders are
@@ -83,15 +86,24 @@ fn update(order: &Order) -> Result<(), Error> {
         Some(bytes) => serde_json::from_slice(bytes)?,
         None => Profile::default(),
     };
+    let before: Vec<String> = if settings.publish_updates {
+        let top = profile.top_categories(TOP_CATEGORIES);
+        top.into_iter().map(str::to_owned).collect()
+    } else {
+        Vec::new()
+    };
     profile.record(order, settings.recent_items);
     state::set_json(&key, &profile)?;
     state::increment("stats/profiles_updated", 1)?;
     if settings.publish_updates {
-        let update = Update {
-            user_id: &order.user_id,
-            top_categories: profile.top_categories(TOP_CATEGORIES),
-        };
-        publish_json(UPDATES_TOPIC, Some(order.user_id.as_bytes()), &update)?;
+        let top_categories = profile.top_categories(TOP_CATEGORIES);
+        if top_categories != before {
+            let update = Update {
+                user_id: &order.user_id,
+                top_categories,
+            };
+            publish_json(UPDATES_TOPIC, Some(order.user_id.as_bytes()), &update)?;
+        }
     }
     Ok(())
 }

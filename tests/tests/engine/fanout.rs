@@ -2,9 +2,10 @@
 //! order plugin exactly once in effect, and the operator's views (the
 //! subscriptions endpoint, metrics, `courier status`) agree.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use courier_tests::{TestEngine, run_cli};
+use courier_tests::{Client, TestEngine, run_cli};
 use serde_json::Value;
 
 use crate::common::{self, Expected, ORDER_PLUGINS, OrderGen};
@@ -22,12 +23,7 @@ async fn every_plugin_handles_every_order_exactly_once() {
 
     let expected = Expected::from_orders(&orders);
     common::check_order_plugins(client, &expected).await;
-    let recommendations = client.read_topic("recommendations").await;
-    assert_eq!(
-        recommendations.len(),
-        ORDERS,
-        "one profile update per order"
-    );
+    check_recommendation_updates(client, &orders).await;
 
     let (_, subscriptions) = client.get("/v1/subscriptions").await;
     for plugin in ORDER_PLUGINS {
@@ -117,4 +113,50 @@ async fn cli_status_shows_no_lag(base: &str) {
             .collect();
         assert_eq!(cells.get(3), Some(&"0"), "lag column of {plugin}: {row}");
     }
+}
+
+/// Topic `recommendations` holds one update per change of a user's top
+/// categories, in order: computed here from the orders themselves (units
+/// per category, most first, ties by name, at most three).
+async fn check_recommendation_updates(client: &Client, orders: &[Value]) {
+    let mut units: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut expected: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
+    for order in orders {
+        let user = order["user_id"].as_str().expect("user_id").to_owned();
+        let categories = units.entry(user.clone()).or_default();
+        for item in order["items"].as_array().expect("items") {
+            let category = item["category"].as_str().expect("category");
+            *categories.entry(category.to_owned()).or_default() +=
+                item["quantity"].as_u64().expect("quantity");
+        }
+        let mut ranked: Vec<(&String, &u64)> = categories.iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let top: Vec<String> = ranked.into_iter().take(3).map(|(c, _)| c.clone()).collect();
+        let updates = expected.entry(user).or_default();
+        if updates.last() != Some(&top) {
+            updates.push(top);
+        }
+    }
+    let mut published: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
+    for message in client.read_topic("recommendations").await {
+        let update = &message["payload"];
+        assert_eq!(message["key"], update["user_id"], "key of {message}");
+        let top = update["top_categories"]
+            .as_array()
+            .expect("top_categories")
+            .iter()
+            .map(|c| c.as_str().expect("category").to_owned())
+            .collect();
+        let user = update["user_id"].as_str().expect("user_id").to_owned();
+        published.entry(user).or_default().push(top);
+    }
+    let changes: usize = expected.values().map(Vec::len).sum();
+    assert!(
+        changes < orders.len(),
+        "the scenario has orders that leave the ranking as it was"
+    );
+    assert_eq!(
+        published, expected,
+        "one update per change of a user's top categories, in order"
+    );
 }
