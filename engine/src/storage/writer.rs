@@ -847,7 +847,11 @@ impl Writer {
     }
 }
 
-/// Opens (or creates) the log keyspace of one partition.
+/// Opens (or creates) the log keyspace of one partition. Without bloom
+/// filters: a log is read by range from a cursor, and its only point reads
+/// (dead-letter copies) look up offsets that exist, so filters would only
+/// cost every flush and compaction (profiles showed their construction at
+/// about 0.7% of the engine's CPU under the fan-out).
 pub(crate) fn open_log_keyspace(
     db: &fjall::Database,
     topic_id: u32,
@@ -855,7 +859,9 @@ pub(crate) fn open_log_keyspace(
 ) -> Result<fjall::Keyspace> {
     let name = keys::partition_keyspace(topic_id, partition);
     Ok(db.keyspace(&name, || {
-        KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+        KeyspaceCreateOptions::default()
+            .max_memtable_size(MEMTABLE_BYTES)
+            .filter_policy(fjall::config::FilterPolicy::disabled())
     })?)
 }
 
