@@ -112,8 +112,8 @@ async fn append(batch_size: usize) {
         "| durable append, 64 producers x {batch_size} msg/call | {:.0} msgs/s ({} msgs, {} fsyncs, {:.0} msgs/fsync) |",
         (per_producer * 64) as f64 / elapsed,
         stats.appended,
-        stats.fsyncs,
-        stats.appended as f64 / stats.fsyncs.max(1) as f64
+        stats.fsync.count,
+        stats.appended as f64 / stats.fsync.count.max(1) as f64
     );
     store.close().await;
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics: counters and histograms updated by the dispatcher and
-//! the API, plus a collector that reads the store's totals, lags and fsync
-//! latencies at scrape time (so nothing is double-counted or goes stale).
+//! the API, plus a collector that reads the store's totals, lags and writer
+//! latencies (fsyncs, commits) at scrape time (so nothing is double-counted or goes stale).
 //!
 //! Hot paths touch only pre-resolved handles ([`PluginMetrics`]): one
 //! atomic add per batch, one histogram observation per message; no locks,
@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::storage::{FSYNC_BUCKETS, Store};
+use crate::storage::{LATENCY_BUCKETS, LatencyStats, Store};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabels {
@@ -225,30 +225,45 @@ impl Collector for StoreCollector {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        encode_fsync_histogram(&mut encoder, &stats)?;
+        for (name, help, latency) in [
+            (
+                "storage_fsync_seconds",
+                "Latency of the writer's fsyncs",
+                &stats.fsync,
+            ),
+            (
+                "storage_commit_seconds",
+                "Latency of the writer's batch commits into fjall, including waits for fjall's locks",
+                &stats.commit,
+            ),
+        ] {
+            encode_latency(&mut encoder, name, help, latency)?;
+        }
         encode_subscriptions(&mut encoder, &self.store)
     }
 }
 
-fn encode_fsync_histogram(
+fn encode_latency(
     encoder: &mut DescriptorEncoder,
-    stats: &crate::storage::StoreStats,
+    name: &str,
+    help: &str,
+    latency: &LatencyStats,
 ) -> Result<(), std::fmt::Error> {
-    let mut buckets: Vec<(f64, u64)> = FSYNC_BUCKETS
+    let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
         .iter()
         .copied()
-        .zip(stats.fsync_buckets.iter().copied())
+        .zip(latency.buckets.iter().copied())
         .collect();
-    buckets.push((f64::MAX, stats.fsync_buckets.last().copied().unwrap_or(0)));
+    buckets.push((f64::MAX, latency.buckets.last().copied().unwrap_or(0)));
     let mut metric = encoder.encode_descriptor(
-        "storage_fsync_seconds",
-        "Latency of the writer's fsyncs",
+        name,
+        help,
         None,
         prometheus_client::metrics::MetricType::Histogram,
     )?;
     metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-        stats.fsync_seconds,
-        stats.fsyncs,
+        latency.seconds,
+        latency.count,
         &buckets,
         None,
     )

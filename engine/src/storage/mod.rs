@@ -97,7 +97,7 @@ pub use config::{
 pub use cursor::LeaseTicket;
 pub use error::{Error, Result};
 pub use keys::{MAX_NAME_LEN, validate_name};
-pub use shared::FSYNC_BUCKETS;
+pub use shared::LATENCY_BUCKETS;
 pub use subscription::{Delivery, Lease, MAX_BATCH, Poll, SettleReport, Settlement, Subscription};
 pub use types::{Effects, Message, NewMessage, Outcome, Position, StateOp};
 
@@ -240,10 +240,12 @@ pub struct StoreStats {
     pub dead_lettered: u64,
     pub expired: u64,
     pub group_commits: u64,
-    pub fsyncs: u64,
-    pub fsync_seconds: f64,
-    /// Non-cumulative counts per bucket of [`FSYNC_BUCKETS`], plus overflow.
-    pub fsync_buckets: Vec<u64>,
+    /// The writer's fsyncs.
+    pub fsync: LatencyStats,
+    /// The writer's batch commits into fjall: journal write and memtable
+    /// inserts, including any wait for fjall's own locks (which it holds
+    /// across file syncs while it seals memtables and registers tables).
+    pub commit: LatencyStats,
     pub disk_bytes: u64,
     /// Bytes in memtables not yet flushed to tables.
     pub write_buffer_bytes: u64,
@@ -251,6 +253,17 @@ pub struct StoreStats {
     pub journal_files: usize,
     /// Memtables waiting for a flush.
     pub flushes_queued: usize,
+}
+
+/// A latency histogram's totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyStats {
+    pub count: u64,
+    /// The sum of the observed latencies.
+    pub seconds: f64,
+    /// Non-cumulative counts per bucket of [`LATENCY_BUCKETS`], plus
+    /// overflow.
+    pub buckets: Vec<u64>,
 }
 
 /// Why the store refuses work, if it does.
@@ -698,13 +711,8 @@ impl Store {
             dead_lettered: stats.dead_lettered.load(Relaxed),
             expired: stats.expired.load(Relaxed),
             group_commits: stats.group_commits.load(Relaxed),
-            fsyncs: stats.fsyncs.load(Relaxed),
-            fsync_seconds: stats.fsync_micros.load(Relaxed) as f64 / 1e6,
-            fsync_buckets: stats
-                .fsync_buckets
-                .iter()
-                .map(|b| b.load(Relaxed))
-                .collect(),
+            fsync: stats.fsync.snapshot(),
+            commit: stats.commit.snapshot(),
             disk_bytes: self.shared.db.disk_space().unwrap_or(0),
             write_buffer_bytes: self.shared.db.write_buffer_size(),
             journal_files: self.shared.db.journal_count(),

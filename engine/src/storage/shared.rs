@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fjall::{Database, Keyspace};
 
+use super::LatencyStats;
 use super::config::StoreConfig;
 use super::error::{Error, Result};
 use super::state_cache::StateCache;
@@ -153,10 +154,45 @@ impl Shared {
     }
 }
 
-/// Upper bounds (seconds) of the fsync latency histogram buckets.
-pub const FSYNC_BUCKETS: [f64; 12] = [
+/// Upper bounds (seconds) of the writer's latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
 ];
+
+/// A latency histogram over [`LATENCY_BUCKETS`], written by one thread
+/// (relaxed atomics: readers only need eventually consistent totals).
+#[derive(Default)]
+pub(crate) struct Latency {
+    count: AtomicU64,
+    micros: AtomicU64,
+    /// Per bucket of `LATENCY_BUCKETS`, plus one for larger values.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+}
+
+impl Latency {
+    pub fn observe(&self, took: Duration) {
+        Stats::add(&self.count, 1);
+        Stats::add(&self.micros, took.as_micros() as u64);
+        let seconds = took.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencyStats {
+        LatencyStats {
+            count: self.count.load(Ordering::Relaxed),
+            seconds: self.micros.load(Ordering::Relaxed) as f64 / 1e6,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|bucket| bucket.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
 
 /// Monotonic counters, updated by the writer (relaxed atomics: readers
 /// only need eventually consistent totals).
@@ -168,10 +204,11 @@ pub(crate) struct Stats {
     pub dead_lettered: AtomicU64,
     pub expired: AtomicU64,
     pub group_commits: AtomicU64,
-    pub fsyncs: AtomicU64,
-    pub fsync_micros: AtomicU64,
-    /// Per bucket of `FSYNC_BUCKETS`, plus one for larger values.
-    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len() + 1],
+    /// The writer's fsyncs.
+    pub fsync: Latency,
+    /// The writer's batch commits into fjall (journal write, memtable
+    /// inserts, and any wait for fjall's locks).
+    pub commit: Latency,
 }
 
 impl Stats {
@@ -179,17 +216,6 @@ impl Stats {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);
         }
-    }
-
-    pub fn observe_fsync(&self, took: Duration) {
-        Stats::add(&self.fsyncs, 1);
-        Stats::add(&self.fsync_micros, took.as_micros() as u64);
-        let seconds = took.as_secs_f64();
-        let bucket = FSYNC_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(FSYNC_BUCKETS.len());
-        self.fsync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 }
 

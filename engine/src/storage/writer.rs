@@ -222,7 +222,7 @@ impl Writer {
     fn fsync(&mut self) -> Result<()> {
         let started = Instant::now();
         self.shared.db.persist(PersistMode::SyncData)?;
-        self.shared.stats.observe_fsync(started.elapsed());
+        self.shared.stats.fsync.observe(started.elapsed());
         self.last_sync = Instant::now();
         self.unsynced = false;
         Ok(())
@@ -297,7 +297,9 @@ impl Writer {
     fn commit(&mut self, batch: OwnedWriteBatch, force_sync: bool) -> Result<()> {
         if !batch.is_empty() {
             write_buffer::throttle(&self.shared);
+            let started = Instant::now();
             batch.commit()?;
+            self.shared.stats.commit.observe(started.elapsed());
             self.unsynced = true;
         }
         let due = force_sync

@@ -87,9 +87,9 @@ async fn concurrent_producers_share_fsyncs_and_get_dense_unique_offsets() {
     let stats = store.stats();
     assert_eq!(stats.appended, 6400);
     assert!(
-        stats.fsyncs < 640,
+        stats.fsync.count < 640,
         "640 appends should share fsyncs, got {} fsyncs",
-        stats.fsyncs
+        stats.fsync.count
     );
 }
 
@@ -116,9 +116,9 @@ async fn an_explicit_sync_fsyncs_under_any_policy() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_with(dir.path(), |c| c.fsync = FsyncPolicy::Never);
     store.append("t", &messages(3, |_| None)).await.unwrap();
-    assert_eq!(store.stats().fsyncs, 0);
+    assert_eq!(store.stats().fsync.count, 0);
     store.sync().await.unwrap();
-    assert_eq!(store.stats().fsyncs, 1);
+    assert_eq!(store.stats().fsync.count, 1);
 }
 
 /// fjall seals a keyspace's memtable only when that one is full, so many

@@ -1,6 +1,6 @@
 //! Introspection of topics and subscriptions.
 
-use courier::storage::{DeliveryMode, Outcome, Settlement, TopicSettings};
+use courier::storage::{DeliveryMode, LATENCY_BUCKETS, Outcome, Settlement, TopicSettings};
 
 use crate::common::*;
 
@@ -73,5 +73,9 @@ async fn topic_and_subscription_introspection_reports_offsets_lag_and_failures()
         ),
         (20, 2, 1, 1)
     );
-    assert!(stats.fsyncs > 0 && stats.fsync_buckets.iter().sum::<u64>() == stats.fsyncs);
+    for latency in [&stats.fsync, &stats.commit] {
+        assert!(latency.count > 0, "{latency:?}");
+        assert_eq!(latency.buckets.iter().sum::<u64>(), latency.count);
+        assert_eq!(latency.buckets.len(), LATENCY_BUCKETS.len() + 1);
+    }
 }

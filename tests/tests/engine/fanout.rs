@@ -73,6 +73,14 @@ async fn every_plugin_handles_every_order_exactly_once() {
     assert!(gauge("courier_storage_write_buffer_bytes") > 0.0);
     assert!(gauge("courier_storage_journal_files") >= 1.0);
     assert!(gauge("courier_storage_flushes_queued") >= 0.0);
+    // The writer's latency histograms: every group commit is counted.
+    let commits = gauge("courier_storage_commit_seconds_count");
+    assert!(commits > 0.0, "no commits counted");
+    assert_eq!(
+        gauge("courier_storage_commit_seconds_bucket{le=\"+Inf\"}"),
+        commits
+    );
+    assert!(gauge("courier_storage_fsync_seconds_count") > 0.0);
 
     cli_status_shows_no_lag(&client.base).await;
     engine.shutdown().await;
