@@ -73,6 +73,11 @@ pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
         let changed = sub.changed();
         tokio::pin!(changed);
         changed.as_mut().enable();
+        let Ok(lease_ended) = sub.lease_ended(partition) else {
+            return;
+        };
+        tokio::pin!(lease_ended);
+        lease_ended.as_mut().enable();
         durable.borrow_and_update();
 
         let Ok(permit) = Arc::clone(&spec.permits).acquire_owned().await else {
@@ -100,6 +105,7 @@ pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
                 tokio::select! {
                     _ = durable.changed() => {}
                     _ = &mut changed => {}
+                    _ = &mut lease_ended => {}
                     _ = tokio::time::sleep(wait) => {}
                     _ = cancel.cancelled() => {}
                 }
@@ -107,6 +113,7 @@ pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
             Step::Busy => {
                 tokio::select! {
                     _ = &mut changed => {}
+                    _ = &mut lease_ended => {}
                     _ = tokio::time::sleep(MAX_IDLE_WAIT) => {}
                     _ = cancel.cancelled() => {}
                 }

@@ -8,11 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
-use tokio::sync::Notify;
 
 use super::codec::{self, Counters, PendingRecord};
 use super::config::{MAX_BACKGROUND_THREADS, StoreConfig};
@@ -206,20 +204,7 @@ fn load_subscription(
         Some(guard) => keys::decode_dead_key(&guard.key()?)?.1 + 1,
         None => 0,
     };
-    Ok(SubInner {
-        id: record.id,
-        subscriber: Arc::from(record.subscriber.as_str()),
-        topic: Arc::clone(topic),
-        settings: RwLock::new(record.settings()),
-        parts,
-        counters: Mutex::new(counters),
-        next_dead_seq: AtomicU64::new(next_dead_seq),
-        changed: Notify::new(),
-        removed: AtomicBool::new(false),
-        settling: (0..topic.partitions.len())
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-    })
+    Ok(SubInner::new(record, topic, parts, counters, next_dead_seq))
 }
 
 fn corrupt_meta(detail: &str) -> Error {

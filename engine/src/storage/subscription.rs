@@ -40,8 +40,13 @@ pub(crate) struct SubInner {
     /// Sequence number of the next dead letter. Written only by the writer.
     pub next_dead_seq: AtomicU64,
     /// Signalled when something other than new messages makes work
-    /// available: a seek, a replay, new settings, removal.
+    /// available on any partition: a seek, a replay, new settings, removal.
     pub changed: Notify,
+    /// Signalled per partition when a lease on it ends (settled or given
+    /// back): a worker that found the partition busy, or its unordered
+    /// window full, looks again. Per partition so that one partition's
+    /// settles do not wake the idle workers of all the others.
+    pub lease_ended: Vec<Notify>,
     pub removed: AtomicBool,
     /// Settles sent to the writer and not yet durable, per partition:
     /// shown as in flight, so "drained" means committed.
@@ -49,6 +54,30 @@ pub(crate) struct SubInner {
 }
 
 impl SubInner {
+    /// A subscription with one delivery state per partition of `topic`.
+    pub fn new(
+        record: &SubscriptionRecord,
+        topic: &Arc<Topic>,
+        parts: Vec<Mutex<PartState>>,
+        counters: Counters,
+        next_dead_seq: u64,
+    ) -> SubInner {
+        let partitions = parts.len();
+        SubInner {
+            id: record.id,
+            subscriber: Arc::from(record.subscriber.as_str()),
+            topic: Arc::clone(topic),
+            settings: RwLock::new(record.settings()),
+            parts,
+            counters: Mutex::new(counters),
+            next_dead_seq: AtomicU64::new(next_dead_seq),
+            changed: Notify::new(),
+            lease_ended: (0..partitions).map(|_| Notify::new()).collect(),
+            removed: AtomicBool::new(false),
+            settling: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
     pub fn settings(&self) -> SubscriptionSettings {
         match self.settings.read() {
             Ok(settings) => *settings,
@@ -163,6 +192,13 @@ impl Subscription {
     /// available. Create it before polling so no signal is missed.
     pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.inner.changed.notified()
+    }
+
+    /// Resolves when a lease on `partition` ends (a batch settled or given
+    /// back). Create it before polling so no signal is missed.
+    pub fn lease_ended(&self, partition: u32) -> Result<tokio::sync::futures::Notified<'_>> {
+        self.log(partition)?;
+        Ok(self.inner.lease_ended[partition as usize].notified())
     }
 
     fn log(&self, partition: u32) -> Result<&PartitionLog> {
@@ -392,7 +428,9 @@ impl Subscription {
         if let Some(state) = self.inner.parts.get(ticket.partition as usize) {
             lock(state).release(&ticket, now_ms());
         }
-        self.inner.changed.notify_waiters();
+        if let Some(ended) = self.inner.lease_ended.get(ticket.partition as usize) {
+            ended.notify_waiters();
+        }
     }
 }
 

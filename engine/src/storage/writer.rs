@@ -143,6 +143,9 @@ struct Group {
     touched_set: HashSet<(u32, u32)>,
     /// Subscriptions whose waiters must be woken after the commit.
     woken: Vec<Arc<SubInner>>,
+    /// Partitions whose lease ended in this group (settled batches): their
+    /// waiters are woken after the commit.
+    leases_ended: Vec<(Arc<SubInner>, u32)>,
     /// fsync with this group whatever the policy says.
     force_sync: bool,
     done: Vec<Done>,
@@ -235,6 +238,7 @@ impl Writer {
             touched: Vec::new(),
             touched_set: HashSet::new(),
             woken: Vec::new(),
+            leases_ended: Vec::new(),
             force_sync: false,
             done: Vec::with_capacity(commands.len()),
         };
@@ -284,6 +288,11 @@ impl Writer {
                 }
                 for sub in &group.woken {
                     sub.changed.notify_waiters();
+                }
+                for (sub, partition) in &group.leases_ended {
+                    if let Some(ended) = sub.lease_ended.get(*partition as usize) {
+                        ended.notify_waiters();
+                    }
                 }
                 finish(group.done, None);
             }
@@ -506,20 +515,13 @@ impl Writer {
                 .insert(&self.shared.ks.offsets, key, codec::encode_u64(start));
             parts.push(std::sync::Mutex::new(PartState::recover(start, [], [])));
         }
-        let sub = Arc::new(SubInner {
-            id,
-            subscriber: Arc::from(subscriber),
-            topic: Arc::clone(&topic),
-            settings: std::sync::RwLock::new(settings),
+        let sub = Arc::new(SubInner::new(
+            &record,
+            &topic,
             parts,
-            counters: std::sync::Mutex::new(Counters::default()),
-            next_dead_seq: std::sync::atomic::AtomicU64::new(0),
-            changed: tokio::sync::Notify::new(),
-            removed: std::sync::atomic::AtomicBool::new(false),
-            settling: (0..topic.partitions.len())
-                .map(|_| std::sync::atomic::AtomicU64::new(0))
-                .collect(),
-        });
+            Counters::default(),
+            0,
+        ));
         let key = (Arc::clone(&sub.subscriber), Arc::clone(&topic.name));
         write(&self.shared.subscriptions).insert(key, Arc::clone(&sub));
         tracing::info!(subscriber, topic = %topic.name, "created subscription");
@@ -597,10 +599,9 @@ impl Writer {
         Stats::add(&stats.acked, settled.acked);
         Stats::add(&stats.retried, settled.retried);
         Stats::add(&stats.dead_lettered, settled.dead_lettered);
-        // Wake whoever waits on this subscription: a worker that found the
-        // partition busy, or one waiting for a retry that is now scheduled.
-        // Cheap when nobody waits.
-        group.woken.push(Arc::clone(sub));
+        // Wake whoever waits for this partition's lease to end: a worker of
+        // another plugin version that found it busy. Cheap when nobody waits.
+        group.leases_ended.push((Arc::clone(sub), ticket.partition));
         Ok(Ok(SettleReport {
             acked: settled.acked,
             retried: settled.retried,
