@@ -59,7 +59,7 @@ pub struct Config {
     pub plugins_dir: PathBuf,
     /// Compiled plugin artifacts (defaults to `<data_dir>/plugin-cache`).
     pub plugin_cache_dir: PathBuf,
-    /// Plugin executions at once (CPU-bound work on blocking threads).
+    /// Plugin executions at once: the number of dispatch threads.
     pub plugin_threads: usize,
     pub log_format: LogFormat,
     pub log_filter: String,

@@ -12,7 +12,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +34,8 @@ pub enum StartError {
     Storage(#[from] storage::Error),
     #[error("cannot start the plugin runtime: {0}")]
     Plugins(#[from] plugin::Error),
+    #[error("cannot start the dispatch threads: {0}")]
+    Dispatch(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -82,10 +83,11 @@ pub async fn start(config: Config) -> Result<Engine, StartError> {
     let context = DispatchContext {
         store: store.clone(),
         metrics: Arc::clone(&metrics),
-        permits: Arc::new(Semaphore::new(config.plugin_threads())),
+        threads: config.plugin_threads(),
         state: Arc::new(StoreState(store.clone())),
     };
-    let dispatcher = Dispatcher::spawn(context, registry.subscribe(), config.shutdown_grace);
+    let dispatcher = Dispatcher::spawn(context, registry.subscribe(), config.shutdown_grace)
+        .map_err(StartError::Dispatch)?;
     let watch_cancel = cancel.clone();
     let watcher = Arc::clone(&registry).watch(async move { watch_cancel.cancelled().await });
 

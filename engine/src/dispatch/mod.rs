@@ -12,15 +12,16 @@
 //! Dispatch owns no data: cursors, retries and effects live in `storage`,
 //! Wasm lives in `plugin`. Its only bounds are its own: the number of
 //! workers (from manifests) and the number of plugin executions at once
-//! (a semaphore, sized to the cores).
+//! (the dispatch threads, one per core by default: `threads.rs`).
 
+mod threads;
 mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -33,8 +34,8 @@ use crate::storage::{Backoff, DeliveryMode, StartPosition, Store, SubscriptionSe
 pub struct DispatchContext {
     pub store: Store,
     pub metrics: Arc<Metrics>,
-    /// Plugin executions at once.
-    pub permits: Arc<Semaphore>,
+    /// Plugin executions at once: the number of dispatch threads.
+    pub threads: usize,
     pub state: Arc<dyn StateReader>,
 }
 
@@ -62,15 +63,17 @@ struct Running {
 }
 
 impl Dispatcher {
-    /// Starts delivering to the plugins of every set `plugins` publishes.
+    /// Starts delivering to the plugins of every set `plugins` publishes,
+    /// on dispatch threads of its own.
     pub fn spawn(
         context: DispatchContext,
         plugins: watch::Receiver<Arc<PluginSet>>,
         grace: Duration,
-    ) -> Dispatcher {
+    ) -> std::io::Result<Dispatcher> {
+        let threads = threads::DispatchThreads::start(context.threads)?;
         let cancel = CancellationToken::new();
-        let supervisor = tokio::spawn(supervise(context, plugins, cancel.clone(), grace));
-        Dispatcher { supervisor, cancel }
+        let supervisor = tokio::spawn(supervise(context, threads, plugins, cancel.clone(), grace));
+        Ok(Dispatcher { supervisor, cancel })
     }
 
     /// Stops every worker: batches in flight get the grace period to finish
@@ -84,6 +87,7 @@ impl Dispatcher {
 
 async fn supervise(
     context: DispatchContext,
+    threads: threads::DispatchThreads,
     mut plugins: watch::Receiver<Arc<PluginSet>>,
     cancel: CancellationToken,
     grace: Duration,
@@ -92,7 +96,7 @@ async fn supervise(
     let mut retiring: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let set = plugins.borrow_and_update().clone();
-        reconcile(&context, &set, &mut running, &mut retiring).await;
+        reconcile(&context, &threads, &set, &mut running, &mut retiring).await;
         retiring.retain(|handle| !handle.is_finished());
         tokio::select! {
             changed = plugins.changed() => if changed.is_err() { break },
@@ -117,6 +121,7 @@ async fn supervise(
 /// Makes the running workers match `set`.
 async fn reconcile(
     context: &DispatchContext,
+    threads: &threads::DispatchThreads,
     set: &PluginSet,
     running: &mut BTreeMap<String, Running>,
     retiring: &mut Vec<JoinHandle<()>>,
@@ -137,7 +142,7 @@ async fn reconcile(
     }
     for (name, plugin) in set {
         if !running.contains_key(name) {
-            running.insert(name.clone(), start(context, plugin).await);
+            running.insert(name.clone(), start(context, threads, plugin).await);
         }
     }
 }
@@ -150,7 +155,11 @@ fn retire(run: Running, retiring: &mut Vec<JoinHandle<()>>) {
 }
 
 /// Subscribes a plugin version to its topics and starts its workers.
-async fn start(context: &DispatchContext, plugin: &Arc<LoadedPlugin>) -> Running {
+async fn start(
+    context: &DispatchContext,
+    threads: &threads::DispatchThreads,
+    plugin: &Arc<LoadedPlugin>,
+) -> Running {
     let manifest = plugin.manifest();
     let settings = subscription_settings(manifest);
     let mut workers = Vec::new();
@@ -186,11 +195,11 @@ async fn start(context: &DispatchContext, plugin: &Arc<LoadedPlugin>) -> Running
                     batch_size: manifest.delivery.batch_size as usize,
                     filter: filter.clone(),
                     state: Arc::clone(&context.state),
-                    permits: Arc::clone(&context.permits),
                     metrics: metrics.clone(),
                 };
                 let cancel = CancellationToken::new();
-                let handle = tokio::spawn(worker::run(spec, cancel.clone()));
+                let lane = threads.next_lane();
+                let handle = lane.spawn(worker::run(spec, lane.clone(), cancel.clone()));
                 workers.push((cancel, handle));
             }
         }

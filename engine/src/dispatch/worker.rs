@@ -1,9 +1,9 @@
 //! One dispatch worker: delivers one partition of one subscription to one
 //! plugin version, batch after batch.
 //!
-//! A batch is polled and run through the plugin on a blocking thread (both
-//! are blocking: fjall reads, Wasm execution), bounded by the dispatcher's
-//! semaphore; its outcomes are then settled durably on the async side. In
+//! A batch is polled and run through the plugin as a job on the worker's
+//! dispatch thread (both are blocking: fjall reads, Wasm execution); its
+//! outcomes are then settled durably on the async side. In
 //! ordered mode the batch stops at the first message asking for a retry:
 //! the rest are delivered again after it, so per-key order holds.
 //!
@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::threads::Lane;
 use crate::metrics::PluginMetrics;
 use crate::plugin::{LoadedPlugin, PluginInstance, StateReader};
 use crate::storage::{
@@ -26,8 +26,9 @@ use crate::storage::{
 /// (new messages, retries falling due and control changes all wake a
 /// worker directly).
 const MAX_IDLE_WAIT: Duration = Duration::from_secs(30);
-/// Longest a batch holds a plugin-execution permit: then the rest of the
-/// lease is given back, so one slow plugin cannot starve the others.
+/// Longest a batch should hold its dispatch thread: a batch that took
+/// longer makes the next one smaller, so one slow plugin cannot starve the
+/// others.
 const MAX_BATCH_TIME: Duration = Duration::from_millis(50);
 /// Pause after an unexpected error (storage or instantiation), so a
 /// persistent fault costs one log line a second, not a busy loop.
@@ -45,7 +46,6 @@ pub struct WorkerSpec {
     /// acknowledged without calling the plugin).
     pub filter: Vec<(String, String)>,
     pub state: Arc<dyn StateReader>,
-    pub permits: Arc<Semaphore>,
     pub metrics: PluginMetrics,
 }
 
@@ -60,7 +60,7 @@ enum Step {
     Failed(String),
 }
 
-pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
+pub async fn run(spec: WorkerSpec, lane: Lane, cancel: CancellationToken) {
     let spec = Arc::new(spec);
     let sub = spec.subscription.clone();
     let partition = spec.partition;
@@ -80,23 +80,24 @@ pub async fn run(spec: WorkerSpec, cancel: CancellationToken) {
         lease_ended.as_mut().enable();
         durable.borrow_and_update();
 
-        let Ok(permit) = Arc::clone(&spec.permits).acquire_owned().await else {
-            return;
-        };
         let step_spec = Arc::clone(&spec);
-        let started = Instant::now();
-        let joined = tokio::task::spawn_blocking(move || step(&step_spec, batch_size)).await;
-        drop(permit);
-        // Adaptive batches: a batch that held the permit too long makes the
-        // next one smaller, so a slow plugin cannot starve the others.
-        batch_size = if started.elapsed() > MAX_BATCH_TIME {
+        let ran = lane
+            .run(move || {
+                let started = Instant::now();
+                (step(&step_spec, batch_size), started.elapsed())
+            })
+            .await;
+        let (step, took) = ran.unwrap_or_else(|| {
+            let error = "the step panicked or its dispatch thread stopped";
+            (Step::Failed(error.into()), Duration::ZERO)
+        });
+        // Adaptive batches: a batch that held the thread too long (its own
+        // run time, not the wait for the thread) makes the next one smaller,
+        // so a slow plugin cannot starve the others.
+        batch_size = if took > MAX_BATCH_TIME {
             (batch_size / 4).max(1)
         } else {
             (batch_size * 2).min(spec.batch_size)
-        };
-        let step = match joined {
-            Ok(step) => step,
-            Err(error) => Step::Failed(format!("worker step panicked: {error}")),
         };
         match step {
             Step::Handled { ticket, results } => settle(&spec, ticket, results).await,

@@ -212,7 +212,8 @@ impl Subscription {
 
     /// Hands out the next batch of up to `max` messages of `partition`.
     ///
-    /// Blocking (reads fjall): call it from a blocking thread.
+    /// Blocking (reads fjall): call it where blocking is allowed (a
+    /// dispatch thread between runtime rounds, a blocking task).
     pub fn poll(&self, partition: u32, max: usize) -> Result<Poll> {
         let log = self.log(partition)?;
         let settings = self.inner.settings();

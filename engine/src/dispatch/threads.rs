@@ -1,0 +1,120 @@
+//! The dispatch threads: where workers live and run their batches.
+//!
+//! Each thread owns a single-threaded tokio runtime holding some of the
+//! workers (assigned round-robin) and a queue of blocking jobs. It
+//! alternates between driving its workers (until one of them queues a
+//! job) and running that job (a fjall read, then the plugin calls) on the
+//! thread itself, outside the runtime. So a batch never changes threads:
+//! handing every batch to tokio's blocking pool cost two thread wake-ups,
+//! and at moderate load, where batches hold one or two messages, those
+//! context switches were a third of the engine's CPU. Jobs run outside the
+//! runtime because a plugin may block in WASI (a sleep), which wasmtime
+//! serves by blocking on a runtime, not allowed inside another.
+//!
+//! The number of threads is the bound on plugin executions at once.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One dispatch thread, as seen by the workers it holds.
+#[derive(Clone)]
+pub struct Lane {
+    runtime: Handle,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Lane {
+    /// Runs `job` on this lane's thread, between two rounds of its workers;
+    /// `None` if the thread stopped (or the job panicked) first.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> R + Send + 'static,
+    ) -> Option<R> {
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(job());
+        });
+        self.jobs.send(job).ok()?;
+        result.await.ok()
+    }
+
+    /// Starts a worker on this lane.
+    pub fn spawn(&self, worker: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+        self.runtime.spawn(worker)
+    }
+}
+
+pub struct DispatchThreads {
+    lanes: Vec<Lane>,
+    next: AtomicUsize,
+    stop: CancellationToken,
+}
+
+impl DispatchThreads {
+    pub fn start(threads: usize) -> std::io::Result<DispatchThreads> {
+        let stop = CancellationToken::new();
+        let mut lanes = Vec::new();
+        for index in 0..threads.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (jobs, queue) = mpsc::unbounded_channel();
+            lanes.push(Lane {
+                runtime: runtime.handle().clone(),
+                jobs,
+            });
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("courier-dispatch-{index}"))
+                .spawn(move || run(runtime, queue, stop))?;
+        }
+        Ok(DispatchThreads {
+            lanes,
+            next: AtomicUsize::new(0),
+            stop,
+        })
+    }
+
+    /// The lane for the next worker (round-robin, so a plugin's partitions
+    /// spread over every thread).
+    pub fn next_lane(&self) -> Lane {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        self.lanes[index].clone()
+    }
+}
+
+impl Drop for DispatchThreads {
+    /// The threads end after their current job; nobody waits for them (a
+    /// plugin call may take until its deadline).
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn run(
+    runtime: tokio::runtime::Runtime,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    stop: CancellationToken,
+) {
+    loop {
+        let job = runtime.block_on(async {
+            // Let the workers woken meanwhile (settles answered, new
+            // messages) take their turn before the next job.
+            tokio::task::yield_now().await;
+            tokio::select! {
+                job = queue.recv() => job,
+                _ = stop.cancelled() => None,
+            }
+        });
+        let Some(job) = job else { return };
+        // A panicking job drops its answer: the worker sees `None`.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    }
+}
