@@ -109,12 +109,90 @@ fn run(
             // messages) take their turn before the next job.
             tokio::task::yield_now().await;
             tokio::select! {
-                job = queue.recv() => job,
+                biased;
                 _ = stop.cancelled() => None,
+                job = queue.recv() => job,
             }
         });
         let Some(job) = job else { return };
         // A panicking job drops its answer: the worker sees `None`.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a job sees of where it runs.
+    fn whereabouts() -> (Option<String>, bool) {
+        let name = std::thread::current().name().map(str::to_owned);
+        (name, Handle::try_current().is_ok())
+    }
+
+    #[tokio::test]
+    async fn jobs_run_on_their_lanes_thread_outside_any_runtime() {
+        let threads = DispatchThreads::start(2).expect("threads start");
+        for expected in ["courier-dispatch-0", "courier-dispatch-1"] {
+            let lane = threads.next_lane();
+            let worker_lane = lane.clone();
+            let seen = lane
+                .spawn_result(async move {
+                    let (worker_thread, _) = whereabouts();
+                    let job = worker_lane.run(whereabouts).await;
+                    (worker_thread, job)
+                })
+                .await;
+            let (worker_thread, job) = seen;
+            let (job_thread, job_in_runtime) = job.expect("the job ran");
+            assert_eq!(worker_thread.as_deref(), Some(expected));
+            assert_eq!(job_thread.as_deref(), Some(expected));
+            assert!(
+                !job_in_runtime,
+                "a job must run outside the runtime: WASI may block on one"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_answers_none_and_the_lane_goes_on() {
+        let threads = DispatchThreads::start(1).expect("threads start");
+        let lane = threads.next_lane();
+        let worker_lane = lane.clone();
+        let (panicked, next) = lane
+            .spawn_result(async move {
+                let panicked = worker_lane.run(|| panic!("a bug in a step")).await;
+                let next = worker_lane.run(|| 7).await;
+                (panicked.is_none(), next)
+            })
+            .await;
+        assert!(panicked);
+        assert_eq!(next, Some(7));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_threads_stops_them() {
+        let threads = DispatchThreads::start(1).expect("threads start");
+        let lane = threads.next_lane();
+        drop(threads);
+        // The thread ends after the stop; a job sent later gets no answer.
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), lane.run(|| 1))
+            .await
+            .expect("answered or refused in time");
+        assert_eq!(answer, None);
+    }
+
+    impl Lane {
+        /// Runs `future` as a worker on this lane and waits for its output.
+        async fn spawn_result<T: Send + 'static>(
+            &self,
+            future: impl Future<Output = T> + Send + 'static,
+        ) -> T {
+            let (done, result) = oneshot::channel();
+            self.spawn(async move {
+                let _ = done.send(future.await);
+            });
+            result.await.expect("the worker finished")
+        }
     }
 }
