@@ -206,3 +206,60 @@ async fn new_messages_are_announced_to_waiting_consumers() {
     let lease = next_lease(&sub, position.partition, 1).await;
     assert_eq!(lease.deliveries[0].message.payload, b"x");
 }
+
+#[tokio::test]
+async fn an_ended_lease_wakes_the_waiters_of_its_own_partition_only() {
+    use futures_util::FutureExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .create_topic(
+            "t",
+            TopicSettings {
+                partitions: 2,
+                ..TopicSettings::default()
+            },
+        )
+        .await
+        .unwrap();
+    let sub = store
+        .subscribe("s", "t", settings(DeliveryMode::Ordered))
+        .await
+        .unwrap();
+    // Unkeyed messages go round-robin: one per partition.
+    store
+        .append("t", &[message(None, "a"), message(None, "b")])
+        .await
+        .unwrap();
+    let mut settled = std::pin::pin!(sub.lease_ended(0).unwrap());
+    let mut other = std::pin::pin!(sub.lease_ended(1).unwrap());
+    settled.as_mut().enable();
+    other.as_mut().enable();
+
+    // Settling partition 0 wakes its waiters, and nobody on partition 1.
+    let lease = next_lease(&sub, 0, 10).await;
+    let acks = lease
+        .deliveries
+        .iter()
+        .map(|d| Settlement::ack(d.message.offset))
+        .collect();
+    sub.settle(lease.ticket, acks).await.unwrap();
+    assert!(
+        settled.as_mut().now_or_never().is_some(),
+        "a settle wakes its partition's waiters"
+    );
+    assert!(
+        other.as_mut().now_or_never().is_none(),
+        "a settle on partition 0 woke a waiter of partition 1"
+    );
+
+    // Giving a batch back ends its lease too.
+    let lease = next_lease(&sub, 1, 10).await;
+    sub.release(lease.ticket);
+    assert!(
+        other.as_mut().now_or_never().is_some(),
+        "a release wakes its partition's waiters"
+    );
+    assert!(sub.lease_ended(2).is_err(), "no such partition");
+}
