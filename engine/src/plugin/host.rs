@@ -12,7 +12,6 @@
 //! A call over a limit fails with `limit-exceeded`; it never grows host
 //! memory without bound.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -111,9 +110,9 @@ pub struct Staging {
     /// Bytes the current message staged (payloads and values).
     bytes: usize,
     /// State as the current message sees it after its own writes.
-    current: HashMap<String, Option<Vec<u8>>>,
+    current: foldhash::HashMap<String, Option<Vec<u8>>>,
     /// State as the batch's acknowledged messages left it.
-    batch: HashMap<String, Option<Vec<u8>>>,
+    batch: foldhash::HashMap<String, Option<Vec<u8>>>,
 }
 
 impl Staging {

@@ -16,7 +16,6 @@
 //! recently written keys (the hot ones) at the cost of a map swap, with no
 //! per-entry bookkeeping.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -33,7 +32,7 @@ pub const MAX_CACHED_VALUE_BYTES: usize = 4096;
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 /// `Some(None)` in a lookup means "committed as deleted".
-type Generation = HashMap<Vec<u8>, Option<Vec<u8>>>;
+type Generation = foldhash::HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 #[derive(Default)]
 struct Shard {
@@ -82,14 +81,12 @@ impl StateCache {
             shard.previous.remove(&key);
             return;
         }
-        let size = |key: &[u8], value: &Option<Vec<u8>>| {
-            key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES
+        let key_len = key.len();
+        let size = |value: &Option<Vec<u8>>| {
+            key_len + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES
         };
-        let added = size(&key, &value);
-        let replaced = shard
-            .current
-            .insert(key.clone(), value)
-            .map_or(0, |old| size(&key, &old));
+        let added = size(&value);
+        let replaced = shard.current.insert(key, value).map_or(0, |old| size(&old));
         // Only growth counts: rewriting a hot key must not rotate the cache.
         shard.current_bytes = (shard.current_bytes + added).saturating_sub(replaced);
         if shard.current_bytes > CACHE_GENERATION_BYTES / SHARDS {

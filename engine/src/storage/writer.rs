@@ -11,7 +11,6 @@
 //!
 //! It must never block on anything but fjall: no async, no network.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -137,10 +136,10 @@ struct Group {
     /// read them, and only the last value of each key goes into the batch
     /// (at commit), so a hot counter costs one write per group, not one per
     /// message.
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: foldhash::HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Partitions appended to: their durable ends move after the commit.
     touched: Vec<(Arc<Topic>, u32)>,
-    touched_set: HashSet<(u32, u32)>,
+    touched_set: foldhash::HashSet<(u32, u32)>,
     /// Subscriptions whose waiters must be woken after the commit.
     woken: Vec<Arc<SubInner>>,
     /// Partitions whose lease ended in this group (settled batches): their
@@ -234,9 +233,9 @@ impl Writer {
     fn commit_group(&mut self, commands: Vec<Command>) {
         let mut group = Group {
             batch: self.shared.db.batch(),
-            overlay: HashMap::new(),
+            overlay: Default::default(),
             touched: Vec::new(),
-            touched_set: HashSet::new(),
+            touched_set: Default::default(),
             woken: Vec::new(),
             leases_ended: Vec::new(),
             force_sync: false,
