@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A batch to run. A worker queues one and waits for it, so a queue holds
+/// at most one job per worker of its lane.
 type Job = Box<dyn FnOnce() + Send>;
 
 /// One dispatch thread, as seen by the workers it holds.
