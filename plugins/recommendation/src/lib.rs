@@ -86,9 +86,9 @@ fn update(order: &Order) -> Result<(), Error> {
         Some(bytes) => serde_json::from_slice(bytes)?,
         None => Profile::default(),
     };
-    let before: Vec<String> = if settings.publish_updates {
-        let top = profile.top_categories(TOP_CATEGORIES);
-        top.into_iter().map(str::to_owned).collect()
+    // Borrowed from the stored bytes (or the order), not copied.
+    let before: Vec<Text> = if settings.publish_updates {
+        profile.top_categories(TOP_CATEGORIES)
     } else {
         Vec::new()
     };
@@ -96,11 +96,11 @@ fn update(order: &Order) -> Result<(), Error> {
     state::set_json(&key, &profile)?;
     state::increment("stats/profiles_updated", 1)?;
     if settings.publish_updates {
-        let top_categories = profile.top_categories(TOP_CATEGORIES);
-        if top_categories != before {
+        let top = profile.top_categories(TOP_CATEGORIES);
+        if top != before {
             let update = Update {
                 user_id: &order.user_id,
-                top_categories,
+                top_categories: top.iter().map(|name| name.0.as_ref()).collect(),
             };
             publish_json(UPDATES_TOPIC, Some(order.user_id.as_bytes()), &update)?;
         }
@@ -132,15 +132,20 @@ impl<'a> Profile<'a> {
         self.recent = recent;
     }
 
-    /// Up to `n` categories, most units first (ties by name).
-    fn top_categories(&self, n: usize) -> Vec<&str> {
-        let mut ranked: Vec<(&str, u64)> = self
+    /// Up to `n` categories, most units first (ties by name). The names are
+    /// clones of the profile's, so they borrow what it borrows.
+    fn top_categories(&self, n: usize) -> Vec<Text<'a>> {
+        let mut ranked: Vec<(&Text<'a>, u64)> = self
             .categories
             .iter()
-            .map(|(name, units)| (name.borrow(), *units))
+            .map(|(name, units)| (name, *units))
             .collect();
         ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        ranked.into_iter().take(n).map(|(name, _)| name).collect()
+        ranked
+            .into_iter()
+            .take(n)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 }
 
