@@ -5,8 +5,29 @@ use std::time::Duration;
 
 use courier::storage::{
     Backoff, DeliveryMode, Lease, NewMessage, Outcome, Poll, Settlement, Store, StoreConfig,
-    Subscription, SubscriptionSettings,
+    Subscription, SubscriptionSettings, TopicSettings,
 };
+
+/// Creates topic `name` with `partitions` partitions and default retention.
+pub async fn create_topic(store: &Store, name: &str, partitions: u32) {
+    let settings = TopicSettings {
+        partitions,
+        ..TopicSettings::default()
+    };
+    store
+        .create_topic(name, settings)
+        .await
+        .expect("create topic");
+}
+
+/// Acknowledges every delivery of `lease`.
+pub fn ack_all(lease: &Lease) -> Vec<Settlement> {
+    lease
+        .deliveries
+        .iter()
+        .map(|d| Settlement::ack(d.message.offset))
+        .collect()
+}
 
 pub fn open(dir: &Path) -> Store {
     Store::open(StoreConfig::new(dir)).expect("open store")
@@ -78,11 +99,7 @@ pub async fn drain(sub: &Subscription) -> Vec<Vec<String>> {
     let mut out = vec![Vec::new(); sub.partitions() as usize];
     for partition in 0..sub.partitions() {
         while let Poll::Ready(lease) = poll(sub, partition, 64).await {
-            let results = lease
-                .deliveries
-                .iter()
-                .map(|d| Settlement::ack(d.message.offset))
-                .collect();
+            let results = ack_all(&lease);
             for delivery in &lease.deliveries {
                 out[partition as usize]
                     .push(String::from_utf8_lossy(&delivery.message.payload).into_owned());

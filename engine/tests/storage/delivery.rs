@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use courier::storage::{DeliveryMode, Poll, Settlement, TopicSettings};
+use courier::storage::{DeliveryMode, Poll, Settlement};
 
 use crate::common::*;
 
@@ -10,16 +10,7 @@ use crate::common::*;
 async fn ordered_mode_hands_out_one_batch_per_partition_in_offset_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store
-        .create_topic(
-            "t",
-            TopicSettings {
-                partitions: 1,
-                ..TopicSettings::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_topic(&store, "t", 1).await;
     let sub = store
         .subscribe("s", "t", settings(DeliveryMode::Ordered))
         .await
@@ -44,16 +35,7 @@ async fn ordered_mode_hands_out_one_batch_per_partition_in_offset_order() {
 async fn ordered_mode_keeps_per_key_order_across_a_retry() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store
-        .create_topic(
-            "t",
-            TopicSettings {
-                partitions: 1,
-                ..TopicSettings::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_topic(&store, "t", 1).await;
     let sub = store
         .subscribe("s", "t", settings(DeliveryMode::Ordered))
         .await
@@ -101,11 +83,7 @@ async fn acknowledged_messages_are_never_redelivered_after_restart_in_ordered_mo
             .unwrap();
         for partition in 0..sub.partitions() {
             if let Poll::Ready(lease) = poll(&sub, partition, 3).await {
-                let results = lease
-                    .deliveries
-                    .iter()
-                    .map(|d| Settlement::ack(d.message.offset))
-                    .collect();
+                let results = ack_all(&lease);
                 sub.settle(lease.ticket, results).await.unwrap();
             }
             // Leave a second batch in flight: it must come back.
@@ -128,16 +106,7 @@ async fn unordered_mode_has_many_batches_in_flight_and_remembers_individual_acks
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
-        store
-            .create_topic(
-                "t",
-                TopicSettings {
-                    partitions: 1,
-                    ..TopicSettings::default()
-                },
-            )
-            .await
-            .unwrap();
+        create_topic(&store, "t", 1).await;
         let sub = store
             .subscribe("s", "t", settings(DeliveryMode::Unordered))
             .await
@@ -147,11 +116,7 @@ async fn unordered_mode_has_many_batches_in_flight_and_remembers_individual_acks
         let second = next_lease(&sub, 0, 5).await;
         assert_eq!(second.deliveries[0].message.offset, 5);
         // Ack 5..10 and only 1 and 3 of the first batch; 0, 2, 4 stay out.
-        let results = second
-            .deliveries
-            .iter()
-            .map(|d| Settlement::ack(d.message.offset))
-            .collect();
+        let results = ack_all(&second);
         sub.settle(second.ticket, results).await.unwrap();
         sub.settle(first.ticket, vec![Settlement::ack(1), Settlement::ack(3)])
             .await
@@ -213,16 +178,7 @@ async fn an_ended_lease_wakes_the_waiters_of_its_own_partition_only() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store
-        .create_topic(
-            "t",
-            TopicSettings {
-                partitions: 2,
-                ..TopicSettings::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_topic(&store, "t", 2).await;
     let sub = store
         .subscribe("s", "t", settings(DeliveryMode::Ordered))
         .await
@@ -239,11 +195,7 @@ async fn an_ended_lease_wakes_the_waiters_of_its_own_partition_only() {
 
     // Settling partition 0 wakes its waiters, and nobody on partition 1.
     let lease = next_lease(&sub, 0, 10).await;
-    let acks = lease
-        .deliveries
-        .iter()
-        .map(|d| Settlement::ack(d.message.offset))
-        .collect();
+    let acks = ack_all(&lease);
     sub.settle(lease.ticket, acks).await.unwrap();
     assert!(
         settled.as_mut().now_or_never().is_some(),

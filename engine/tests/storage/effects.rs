@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use courier::storage::{
-    DeliveryMode, Effects, NewMessage, Outcome, Settlement, StateOp, TopicSettings,
-};
+use courier::storage::{DeliveryMode, Effects, NewMessage, Outcome, Settlement, StateOp};
 
 use crate::common::*;
 
@@ -79,16 +77,7 @@ async fn acknowledged_effects_commit_with_the_ack() {
 async fn effects_of_retried_or_dead_lettered_messages_are_discarded() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store
-        .create_topic(
-            "orders",
-            TopicSettings {
-                partitions: 1,
-                ..TopicSettings::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_topic(&store, "orders", 1).await;
     let sub = store
         .subscribe("m", "orders", settings(DeliveryMode::Unordered))
         .await
@@ -124,16 +113,7 @@ async fn effects_of_retried_or_dead_lettered_messages_are_discarded() {
 async fn an_ack_ignored_after_a_retry_in_ordered_mode_commits_no_effects() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store
-        .create_topic(
-            "orders",
-            TopicSettings {
-                partitions: 1,
-                ..TopicSettings::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_topic(&store, "orders", 1).await;
     let sub = store
         .subscribe("m", "orders", settings(DeliveryMode::Ordered))
         .await

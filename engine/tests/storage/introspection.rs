@@ -1,6 +1,6 @@
 //! Introspection of topics and subscriptions.
 
-use courier::storage::{DeliveryMode, LATENCY_BUCKETS, Outcome, Settlement, TopicSettings};
+use courier::storage::{DeliveryMode, LATENCY_BUCKETS, Outcome, Settlement};
 
 use crate::common::*;
 
@@ -8,16 +8,7 @@ use crate::common::*;
 async fn topic_and_subscription_introspection_reports_offsets_lag_and_failures() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store
-        .create_topic(
-            "t",
-            TopicSettings {
-                partitions: 2,
-                ..TopicSettings::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_topic(&store, "t", 2).await;
     let sub = store
         .subscribe("s", "t", settings(DeliveryMode::Unordered))
         .await

@@ -212,11 +212,7 @@ async fn dead_letters_can_be_replayed_to_that_subscription_only_and_purged() {
     let again = next_lease(&failing, 0, 10).await;
     assert_eq!(again.deliveries.len(), 4);
     assert!(again.deliveries.iter().all(|d| d.attempt == 1));
-    let results = again
-        .deliveries
-        .iter()
-        .map(|d| Settlement::ack(d.message.offset))
-        .collect();
+    let results = ack_all(&again);
     failing.settle(again.ticket, results).await.unwrap();
     // Nothing was redelivered to the other subscription.
     assert!(matches!(poll(&other, 0, 10).await, Poll::Idle { .. }));

@@ -67,16 +67,7 @@ async fn same_key_lands_in_one_partition_with_increasing_offsets() {
 async fn keyless_messages_spread_evenly_over_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store
-        .create_topic(
-            "events",
-            TopicSettings {
-                partitions: 4,
-                ..TopicSettings::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_topic(&store, "events", 4).await;
     let positions = store
         .append("events", &messages(400, |_| None))
         .await
