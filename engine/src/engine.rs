@@ -54,7 +54,8 @@ pub struct Engine {
     dispatcher: Dispatcher,
 }
 
-/// Starts everything; returns once the API accepts connections.
+/// Starts everything; returns once the API accepts connections and the
+/// plugins found at boot are subscribed.
 pub async fn start(config: Config) -> Result<Engine, StartError> {
     for dir in [
         &config.store.dir,
@@ -86,7 +87,8 @@ pub async fn start(config: Config) -> Result<Engine, StartError> {
         threads: config.plugin_threads(),
         state: Arc::new(StoreState(store.clone())),
     };
-    let dispatcher = Dispatcher::spawn(context, registry.subscribe(), config.shutdown_grace)
+    let dispatcher = Dispatcher::start(context, registry.subscribe(), config.shutdown_grace)
+        .await
         .map_err(StartError::Dispatch)?;
     let watch_cancel = cancel.clone();
     let watcher = Arc::clone(&registry).watch(async move { watch_cancel.cancelled().await });

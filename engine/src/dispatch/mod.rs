@@ -64,15 +64,27 @@ struct Running {
 
 impl Dispatcher {
     /// Starts delivering to the plugins of every set `plugins` publishes,
-    /// on dispatch threads of its own.
-    pub fn spawn(
+    /// on dispatch threads of its own. Returns once the current set's
+    /// plugins are subscribed and their workers started, so an engine that
+    /// answers requests has its boot plugins' subscriptions.
+    pub async fn start(
         context: DispatchContext,
         plugins: watch::Receiver<Arc<PluginSet>>,
         grace: Duration,
     ) -> std::io::Result<Dispatcher> {
         let threads = threads::DispatchThreads::start(context.threads)?;
         let cancel = CancellationToken::new();
-        let supervisor = tokio::spawn(supervise(context, threads, plugins, cancel.clone(), grace));
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let supervisor = tokio::spawn(supervise(
+            context,
+            threads,
+            plugins,
+            ready,
+            cancel.clone(),
+            grace,
+        ));
+        // Only a supervisor that ended early drops `ready` unsent.
+        let _ = started.await;
         Ok(Dispatcher { supervisor, cancel })
     }
 
@@ -89,14 +101,19 @@ async fn supervise(
     context: DispatchContext,
     threads: threads::DispatchThreads,
     mut plugins: watch::Receiver<Arc<PluginSet>>,
+    ready: tokio::sync::oneshot::Sender<()>,
     cancel: CancellationToken,
     grace: Duration,
 ) {
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     let mut retiring: Vec<JoinHandle<()>> = Vec::new();
+    let mut ready = Some(ready);
     loop {
         let set = plugins.borrow_and_update().clone();
         reconcile(&context, &threads, &set, &mut running, &mut retiring).await;
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
         retiring.retain(|handle| !handle.is_finished());
         tokio::select! {
             changed = plugins.changed() => if changed.is_err() { break },

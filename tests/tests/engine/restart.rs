@@ -256,3 +256,25 @@ async fn a_graceful_shutdown_under_load_loses_no_acknowledged_publish() {
     common::check_order_plugins(client, &Expected::from_orders(&stored)).await;
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_started_engine_has_subscribed_its_boot_plugins() {
+    let engine = TestEngine::start(|dir, _| {
+        install_plugin(
+            dir,
+            "fixture-ack",
+            "acker",
+            Some("[[subscriptions]]\ntopic = \"boot\"\n"),
+        );
+    })
+    .await;
+    // No waiting: `start` returns once the boot plugins are subscribed, so
+    // their cursors and dead letters can be asked for right away.
+    let subscription = engine.client.subscription("acker", "boot").await;
+    assert!(
+        subscription.is_some(),
+        "no subscription of acker to boot right after the start"
+    );
+    assert!(engine.client.dead_letters("acker").await.is_empty());
+    engine.shutdown().await;
+}
