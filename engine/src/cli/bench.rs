@@ -19,9 +19,10 @@
 //!    time until every plugin's committed cursor of its partition is past
 //!    its offset, as seen by polling `GET /v1/subscriptions` every
 //!    millisecond (so figures are upper bounds, by up to one poll);
-//! 4. the engine's peak resident memory (VmHWM): of this process when the
-//!    engine runs in it (the bench's own share is a few MB: orders are
-//!    generated batch by batch), of `--pid` for a remote engine.
+//! 4. the engine's peak resident memory (VmHWM) and the CPU time it used
+//!    (utime + stime): per order over phases 1 and 2, and as a share of one
+//!    core over phase 3. Both come from the engine process's `/proc` files:
+//!    the `courier serve` the bench started, or `--pid` for a running one.
 //!
 //! Nothing is simulated: the figures come from real requests, real fsyncs
 //! and the real plugins.
@@ -267,15 +268,30 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
         Target::Remote { .. } => (&[], false),
     };
     bench.plugins = bench.wait_for_plugins(expected).await?;
-    let status = status_file(target);
+    let status = proc_file(target, "status");
     let rss_after_start = status.as_deref().and_then(|path| memory_mb(path, "VmRSS:"));
+    let stat = proc_file(target, "stat");
+    let cpu = || stat.as_deref().and_then(cpu_secs);
     let source = Arc::new(Mutex::new(Source::new(args)));
+    let cpu_at_start = cpu();
     let throughput = throughput(bench, args, &source).await?;
+    let cpu_drained = cpu();
+    let latency_started = Instant::now();
     let latency = if args.rate > 0 && args.latency_secs > 0.0 {
         Some(latency(bench, args, &source).await?)
     } else {
         None
     };
+    let latency_secs = latency_started.elapsed().as_secs_f64();
+    let spent = |from: Option<f64>, to: Option<f64>| Some(to? - from?);
+    let engine_cpu = json!({
+        "us_per_order_drained": spent(cpu_at_start, cpu_drained)
+            .map(|secs| secs * 1e6 / throughput.orders.max(1) as f64),
+        "latency_phase_core_percent": latency
+            .as_ref()
+            .and(spent(cpu_drained, cpu()))
+            .map(|secs| secs * 100.0 / latency_secs),
+    });
     let subscriptions = bench.subscriptions().await?;
     let dead_letters: u64 = subscriptions.iter().map(|s| s.dead_letters).sum();
     // Only an engine of its own holds nothing but the bench's orders.
@@ -296,6 +312,7 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
         "order_bytes_avg": throughput.bytes as f64 / throughput.orders as f64,
         "throughput": throughput.json(args, bench.plugins.len()),
         "latency": latency.as_ref().map(Latency::json),
+        "engine_cpu": engine_cpu,
         "peak_rss_mb": status.as_deref().and_then(|path| memory_mb(path, "VmHWM:")),
         "rss_after_start_mb": rss_after_start,
         "dead_letters": dead_letters,
@@ -309,12 +326,25 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
     }))
 }
 
-/// The `/proc` status file of the engine's process, if known.
-fn status_file(target: &Target) -> Option<PathBuf> {
-    match target {
-        Target::Own { engine, .. } => Some(PathBuf::from(format!("/proc/{}/status", engine.id()))),
-        Target::Remote { pid } => pid.map(|pid| PathBuf::from(format!("/proc/{pid}/status"))),
-    }
+/// A `/proc` file (`status`, `stat`) of the engine's process, if known.
+fn proc_file(target: &Target, name: &str) -> Option<PathBuf> {
+    let pid = match target {
+        Target::Own { engine, .. } => engine.id(),
+        Target::Remote { pid } => (*pid)?,
+    };
+    Some(PathBuf::from(format!("/proc/{pid}/{name}")))
+}
+
+/// The CPU time (user and system) a process has used so far, in seconds,
+/// from its `/proc/PID/stat`.
+fn cpu_secs(stat: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // The command name comes in parentheses and may hold spaces; utime and
+    // stime are fields 14 and 15 of proc(5), the 12th and 13th after it.
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let mut ticks = || fields.next()?.parse::<u64>().ok();
+    let used = ticks()? + ticks()?;
+    Some(used as f64 / rustix::param::clock_ticks_per_second() as f64)
 }
 
 /// Starts `courier serve` (this executable) on a temporary directory with
@@ -898,6 +928,19 @@ fn print_report(report: &Value) {
         met,
     ));
     add_latency_rows(&mut table, &report["latency"]);
+    let cpu = &report["engine_cpu"];
+    if let Some(us) = cpu["us_per_order_drained"].as_f64() {
+        table.add_row(info(
+            "engine CPU per order (publish and drain)",
+            format!("{us:.1} µs"),
+        ));
+    }
+    if let Some(percent) = cpu["latency_phase_core_percent"].as_f64() {
+        table.add_row(info(
+            "engine CPU in the latency phase",
+            format!("{percent:.0}% of a core"),
+        ));
+    }
     let peak = match report["peak_rss_mb"].as_f64() {
         Some(mb) => row(
             "engine peak RSS",

@@ -7,6 +7,7 @@
 //! first with `cargo build -p courier`, or run `cargo test --workspace`).
 
 mod api_errors;
+mod bench;
 mod common;
 mod config;
 mod crash;

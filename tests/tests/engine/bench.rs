@@ -1,0 +1,68 @@
+//! `courier bench`, the real binary on an engine of its own: a small run
+//! reports every measure, and the orders it published were all handled.
+
+use courier_tests::{component, plugin_build_dir, repo_root, run_cli};
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_small_bench_run_reports_every_measure_and_loses_no_order() {
+    component("membership"); // builds the plugins workspace if needed
+    let plugins = plugin_build_dir();
+    let manifests = repo_root().join("plugins");
+    let output = run_cli(&[
+        "bench",
+        "--json",
+        "--orders",
+        "2000",
+        "--rate",
+        "500",
+        "--latency-secs",
+        "1",
+        "--plugins-from",
+        plugins.to_str().expect("utf-8 path"),
+        "--manifests-from",
+        manifests.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    let report: Value = serde_json::from_str(&output).expect("one JSON object");
+    let number = |value: &Value, what: &str| {
+        value
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what} is not a number: {report}"))
+    };
+
+    assert_eq!(report["throughput"]["orders"], 2000, "{report}");
+    assert!(number(&report["throughput"]["drain_orders_per_sec"], "drain rate") > 0.0);
+    assert!(
+        number(
+            &report["throughput"]["publish_orders_per_sec"],
+            "publish rate"
+        ) > 0.0
+    );
+    // Every published order, the latency phase's included, was counted
+    // once by membership, and none was dead-lettered.
+    let published = number(&report["orders_published"], "orders published");
+    assert_eq!(published, 2500.0, "{report}");
+    assert_eq!(
+        report["orders_counted_by_membership"],
+        report["orders_published"]
+    );
+    assert_eq!(report["dead_letters"], 0, "{report}");
+
+    let latency = &report["latency"];
+    let (p50, p99) = (
+        number(&latency["p50_ms"], "p50"),
+        number(&latency["p99_ms"], "p99"),
+    );
+    assert!(0.0 < p50 && p50 <= p99, "{latency}");
+    // The engine's process: memory and CPU come from its /proc files.
+    assert!(number(&report["peak_rss_mb"], "peak RSS") > 10.0);
+    let cpu = &report["engine_cpu"];
+    assert!(number(&cpu["us_per_order_drained"], "CPU per order") > 0.0);
+    assert!(
+        number(
+            &cpu["latency_phase_core_percent"],
+            "CPU in the latency phase"
+        ) > 0.0
+    );
+}
