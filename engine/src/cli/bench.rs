@@ -283,13 +283,14 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
         None
     };
     let latency_secs = latency_started.elapsed().as_secs_f64();
+    let cpu_after_latency = cpu();
     let spent = |from: Option<f64>, to: Option<f64>| Some(to? - from?);
     let engine_cpu = json!({
         "us_per_order_drained": spent(cpu_at_start, cpu_drained)
             .map(|secs| secs * 1e6 / throughput.orders.max(1) as f64),
         "latency_phase_core_percent": latency
             .as_ref()
-            .and(spent(cpu_drained, cpu()))
+            .and(spent(cpu_drained, cpu_after_latency))
             .map(|secs| secs * 100.0 / latency_secs),
     });
     let subscriptions = bench.subscriptions().await?;
@@ -338,13 +339,18 @@ fn proc_file(target: &Target, name: &str) -> Option<PathBuf> {
 /// The CPU time (user and system) a process has used so far, in seconds,
 /// from its `/proc/PID/stat`.
 fn cpu_secs(stat: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(stat).ok()?;
-    // The command name comes in parentheses and may hold spaces; utime and
-    // stime are fields 14 and 15 of proc(5), the 12th and 13th after it.
-    let mut fields = text.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks = cpu_ticks(&std::fs::read_to_string(stat).ok()?)?;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// utime + stime, in clock ticks, from the text of a `/proc/PID/stat`.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name comes in parentheses and may hold spaces and
+    // parentheses itself; utime and stime are fields 14 and 15 of proc(5),
+    // the 12th and 13th after the name's last `)`.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
     let mut ticks = || fields.next()?.parse::<u64>().ok();
-    let used = ticks()? + ticks()?;
-    Some(used as f64 / rustix::param::clock_ticks_per_second() as f64)
+    Some(ticks()? + ticks()?)
 }
 
 /// Starts `courier serve` (this executable) on a temporary directory with
@@ -1013,4 +1019,25 @@ fn row(measure: &str, result: String, target: &str, met: bool) -> Vec<String> {
         target.to_owned(),
         met.to_owned(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_utime_plus_stime_whatever_the_command_name() {
+        let stat = "4242 (courier (x) y) S 1 4242 4242 0 -1 4194560 9 0 0 0                     1234 56 0 0 20 0 9 0 100 1000 200 0";
+        assert_eq!(cpu_ticks(stat), Some(1234 + 56));
+        assert_eq!(cpu_ticks("4242 (courier) S 1 2"), None, "too short");
+        assert_eq!(cpu_ticks("no name"), None);
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let busy: u64 = (0..2_000_000u64).fold(0, |a, b| a ^ b.wrapping_mul(31));
+        assert_ne!(busy, 1);
+        let secs = cpu_secs(Path::new("/proc/self/stat")).expect("readable on Linux");
+        assert!(secs > 0.0, "{secs}");
+    }
 }

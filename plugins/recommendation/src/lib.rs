@@ -19,7 +19,7 @@
 //! be `ordered`: producers key orders by user id, so one user's orders are
 //! then handled one at a time, in order. Invalid orders are dead-lettered.
 
-use std::borrow::{Borrow, Cow};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -37,12 +37,6 @@ const TOP_CATEGORIES: usize = 3;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-
-impl Borrow<str> for Text<'_> {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
 
 /// A user's purchase profile, as stored under `profile/<user_id>`.
 #[derive(Debug, Default, Serialize, Deserialize)]
