@@ -157,10 +157,10 @@ impl StateReader for Committed {
 }
 
 impl Committed {
-    fn apply(&self, namespace: &str, effects: Vec<Effects>) {
+    fn apply(&self, namespace: &str, effects: Effects) {
         let mut state = self.0.lock().expect("state lock");
         let keys = state.entry(namespace.to_owned()).or_default();
-        for op in effects.into_iter().flat_map(|effects| effects.state) {
+        for op in effects.state {
             match op {
                 StateOp::Set { key, value } => {
                     keys.insert(key, value);
@@ -253,7 +253,6 @@ impl Bench {
             done += chunk.len();
             let mut chunk = chunk.into_iter().peekable();
             while chunk.peek().is_some() {
-                let mut effects = Vec::with_capacity(batch);
                 let started = Instant::now();
                 if fresh {
                     instance = plugin.instantiate(Arc::clone(&reader)).expect("instance");
@@ -262,8 +261,8 @@ impl Bench {
                 for message in chunk.by_ref().take(batch) {
                     let handled = instance.handle(message, 1);
                     assert_eq!(handled.outcome, Outcome::Ack, "{}", plugin.name());
-                    effects.push(handled.effects);
                 }
+                let effects = instance.take_effects();
                 timed += started.elapsed();
                 state.apply(plugin.name(), effects);
             }

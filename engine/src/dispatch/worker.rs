@@ -19,7 +19,7 @@ use super::threads::Lane;
 use crate::metrics::PluginMetrics;
 use crate::plugin::{LoadedPlugin, PluginInstance, StateReader};
 use crate::storage::{
-    Delivery, DeliveryMode, Lease, LeaseTicket, Outcome, Poll, Settlement, Subscription,
+    Delivery, DeliveryMode, Effects, Lease, LeaseTicket, Outcome, Poll, Settlement, Subscription,
 };
 
 /// Longest idle wait without a signal: a safety net, not a polling period
@@ -177,6 +177,11 @@ fn step(spec: &WorkerSpec, batch_size: usize) -> Step {
 /// Hands each message to the plugin; returns the outcomes (a prefix of the
 /// batch in ordered mode) and the instance, if still usable. Counters are
 /// added once per batch; only the latency histogram sees every message.
+///
+/// The batch's effects (coalesced by the host: one write per key) ride on
+/// its last acknowledged message. That commits exactly what per-message
+/// effects would: a settle accepts a lease's acknowledgements all together
+/// or, if the lease went stale, none of them, in one atomic write.
 fn run_batch(
     spec: &WorkerSpec,
     deliveries: Vec<Delivery>,
@@ -186,6 +191,7 @@ fn run_batch(
     let mut tally = Tally::default();
     let mut results = Vec::with_capacity(deliveries.len());
     let mut usable = true;
+    let mut last_ack = None;
     instance.begin_batch();
     for Delivery { message, attempt } in deliveries {
         let offset = message.offset;
@@ -201,10 +207,13 @@ fn run_batch(
             .observe(started.elapsed().as_secs_f64());
         tally.count(spec, &handled.outcome, offset);
         let stop = ordered && matches!(handled.outcome, Outcome::Retry { .. });
+        if handled.outcome == Outcome::Ack {
+            last_ack = Some(results.len());
+        }
         results.push(Settlement {
             offset,
             outcome: handled.outcome,
-            effects: handled.effects,
+            effects: Effects::default(),
         });
         if handled.trapped {
             // The instance is gone, and with it the batch's view of its own
@@ -217,6 +226,10 @@ fn run_batch(
         if stop {
             break;
         }
+    }
+    let effects = instance.take_effects();
+    if let Some(settlement) = last_ack.and_then(|index| results.get_mut(index)) {
+        settlement.effects = effects;
     }
     tally.add_to(&spec.metrics);
     (results, usable.then_some(instance))

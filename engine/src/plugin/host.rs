@@ -12,6 +12,7 @@
 //! A call over a limit fails with `limit-exceeded`; it never grows host
 //! memory without bound.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -101,48 +102,124 @@ impl WasiView for HostState {
     }
 }
 
-/// Staged effects: the current message's, plus the view of what the
-/// batch's acknowledged messages wrote (not yet committed).
+/// One key's staged write, as the handler sees it.
+#[derive(Debug, Clone)]
+struct Staged {
+    /// The value after the staged writes (`None`: absent).
+    view: Option<Vec<u8>>,
+    /// How it commits.
+    change: Change,
+}
+
+impl Staged {
+    /// Adds `delta` to the counter; returns the new value. Changes nothing
+    /// if the value is not a counter or would overflow.
+    fn add(&mut self, delta: i64) -> Result<i64, WitError> {
+        let overflow = || WitError::InvalidArgument("the counter would overflow".into());
+        let new = parse_counter(self.view.as_deref())?
+            .checked_add(delta)
+            .ok_or_else(overflow)?;
+        if let Change::Add(sum) = &mut self.change {
+            *sum = sum.checked_add(delta).ok_or_else(overflow)?;
+        }
+        // Reuses the old value's buffer: no allocation per increment.
+        let mut text = self.view.take().unwrap_or_default();
+        text.clear();
+        // Writing to a Vec cannot fail.
+        let _ = write!(text, "{new}");
+        self.view = Some(text);
+        Ok(new)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// `set` or `delete`: `view` is written as is.
+    Write,
+    /// Only `increment`s: the sum of their deltas is added at commit time
+    /// to the latest committed value (so concurrent increments from other
+    /// partitions are never lost).
+    Add(i64),
+}
+
+/// Staged effects, coalesced per batch.
+///
+/// A message's writes go into `current`, which starts from what the batch's
+/// acknowledged messages left (`batch`); an ack moves them into `batch`, any
+/// other outcome drops them. So each key has one staged write per batch,
+/// whatever number of calls made it: a counter every message increments
+/// costs one `Increment` of the summed deltas, a key set by many messages
+/// one `Set` of the last value. That is what committing every message's
+/// writes in order would leave, because a batch's acknowledgements commit
+/// together in one atomic write (see [`Staging::take_batch`]). Publishes
+/// keep their order.
 #[derive(Default)]
 pub struct Staging {
-    /// The current message's effects, in call order.
-    pub effects: Effects,
+    /// The current message's publishes, in call order.
+    publishes: Vec<(String, NewMessage)>,
+    /// State writes the current message made (bounded per message).
+    writes: usize,
     /// Bytes the current message staged (payloads and values).
     bytes: usize,
-    /// State as the current message sees it after its own writes.
-    current: foldhash::HashMap<String, Option<Vec<u8>>>,
-    /// State as the batch's acknowledged messages left it.
-    batch: foldhash::HashMap<String, Option<Vec<u8>>>,
+    /// Keys the current message wrote, as it left them (starting from the
+    /// batch's view of each).
+    current: foldhash::HashMap<String, Staged>,
+    /// Keys the batch's acknowledged messages wrote, as they left them.
+    batch: foldhash::HashMap<String, Staged>,
+    /// The acknowledged messages' publishes, in order.
+    batch_publishes: Vec<(String, NewMessage)>,
 }
 
 impl Staging {
     fn lookup(&self, key: &str) -> Option<&Option<Vec<u8>>> {
-        self.current.get(key).or_else(|| self.batch.get(key))
+        self.current
+            .get(key)
+            .or_else(|| self.batch.get(key))
+            .map(|staged| &staged.view)
     }
 
     /// Starts a message: nothing of it is staged yet.
     pub fn begin_message(&mut self) {
-        self.effects = Effects::default();
-        self.bytes = 0;
+        self.publishes.clear();
         self.current.clear();
-    }
-
-    /// Ends the current message: its effects leave; if it was acknowledged,
-    /// its writes stay visible to the rest of the batch.
-    pub fn finish_message(&mut self, acknowledged: bool) -> Effects {
-        if acknowledged {
-            self.batch.extend(self.current.drain());
-        } else {
-            self.current.clear();
-        }
+        self.writes = 0;
         self.bytes = 0;
-        std::mem::take(&mut self.effects)
     }
 
-    /// Starts a batch: everything before it is committed.
+    /// Ends the current message: if it was acknowledged, its effects join
+    /// the batch's (and its writes stay visible to the rest of the batch);
+    /// otherwise they are dropped.
+    pub fn finish_message(&mut self, acknowledged: bool) {
+        if acknowledged {
+            // `current` entries started from the batch's, so they replace them.
+            self.batch.extend(self.current.drain());
+            self.batch_publishes.append(&mut self.publishes);
+        }
+        self.begin_message();
+    }
+
+    /// Starts a batch: everything before it is committed (or dropped).
     pub fn begin_batch(&mut self) {
         self.batch.clear();
+        self.batch_publishes.clear();
         self.begin_message();
+    }
+
+    /// The coalesced effects of the batch's acknowledged messages, to commit
+    /// with their acknowledgements; the batch starts over empty.
+    pub fn take_batch(&mut self) -> Effects {
+        let state = self
+            .batch
+            .drain()
+            .map(|(key, staged)| match (staged.change, staged.view) {
+                (Change::Add(delta), _) => StateOp::Increment { key, delta },
+                (Change::Write, Some(value)) => StateOp::Set { key, value },
+                (Change::Write, None) => StateOp::Delete { key },
+            })
+            .collect();
+        let publishes = std::mem::take(&mut self.batch_publishes);
+        self.begin_message();
+        Effects { publishes, state }
     }
 
     fn charge(&mut self, bytes: usize) -> Result<(), WitError> {
@@ -155,15 +232,51 @@ impl Staging {
         Ok(())
     }
 
-    fn push_state(&mut self, op: StateOp, bytes: usize) -> Result<(), WitError> {
-        if self.effects.state.len() >= MAX_STATE_OPS_PER_MESSAGE {
+    /// Counts one state write of the current message against its limits.
+    fn charge_write(&mut self, bytes: usize) -> Result<(), WitError> {
+        if self.writes >= MAX_STATE_OPS_PER_MESSAGE {
             return Err(limit(format!(
                 "one message may stage at most {MAX_STATE_OPS_PER_MESSAGE} state writes"
             )));
         }
         self.charge(bytes)?;
-        self.effects.state.push(op);
+        self.writes += 1;
         Ok(())
+    }
+
+    /// Stages an absolute write (`set`, or `delete` with `None`).
+    fn write(&mut self, key: String, value: Option<Vec<u8>>) -> Result<(), WitError> {
+        self.charge_write(key.len() + value.as_ref().map_or(0, Vec::len))?;
+        let staged = Staged {
+            view: value,
+            change: Change::Write,
+        };
+        self.current.insert(key, staged);
+        Ok(())
+    }
+
+    /// Stages `key += delta` on top of `committed` (read only when neither
+    /// this message nor the batch wrote `key`) and returns the new value.
+    fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        committed: impl FnOnce(&str) -> Result<Option<Vec<u8>>, WitError>,
+    ) -> Result<i64, WitError> {
+        self.charge_write(key.len() + 8)?;
+        if let Some(staged) = self.current.get_mut(&key) {
+            return staged.add(delta);
+        }
+        let mut staged = match self.batch.get(&key) {
+            Some(staged) => staged.clone(),
+            None => Staged {
+                view: committed(&key)?,
+                change: Change::Add(0),
+            },
+        };
+        let new = staged.add(delta)?;
+        self.current.insert(key, staged);
+        Ok(new)
     }
 }
 
@@ -223,7 +336,7 @@ impl producer::Host for HostState {
                 "at most {MAX_PUBLISH_HEADERS} headers of at most {MAX_HEADER_BYTES} bytes each"
             )));
         }
-        if self.staging.effects.publishes.len() >= MAX_PUBLISHES_PER_MESSAGE {
+        if self.staging.publishes.len() >= MAX_PUBLISHES_PER_MESSAGE {
             return Err(limit(format!(
                 "one message may stage at most {MAX_PUBLISHES_PER_MESSAGE} publishes"
             )));
@@ -235,7 +348,7 @@ impl producer::Host for HostState {
                 .map(|(n, v)| n.len() + v.len())
                 .sum::<usize>();
         self.staging.charge(size)?;
-        self.staging.effects.publishes.push((
+        self.staging.publishes.push((
             topic,
             NewMessage {
                 key,
@@ -260,24 +373,12 @@ impl store::Host for HostState {
                 "state values may have at most {MAX_STATE_VALUE_BYTES} bytes"
             )));
         }
-        let bytes = key.len() + value.len();
-        self.staging.push_state(
-            StateOp::Set {
-                key: key.clone(),
-                value: value.clone(),
-            },
-            bytes,
-        )?;
-        self.staging.current.insert(key, Some(value));
-        Ok(())
+        self.staging.write(key, Some(value))
     }
 
     fn delete(&mut self, key: String) -> Result<(), WitError> {
         check_key(&key)?;
-        self.staging
-            .push_state(StateOp::Delete { key: key.clone() }, key.len())?;
-        self.staging.current.insert(key, None);
-        Ok(())
+        self.staging.write(key, None)
     }
 
     fn exists(&mut self, key: String) -> Result<bool, WitError> {
@@ -287,21 +388,10 @@ impl store::Host for HostState {
 
     fn increment(&mut self, key: String, delta: i64) -> Result<i64, WitError> {
         check_key(&key)?;
-        let current = parse_counter(self.staged_value(&key)?.as_deref())?;
-        let new = current
-            .checked_add(delta)
-            .ok_or_else(|| WitError::InvalidArgument("the counter would overflow".into()))?;
-        self.staging.push_state(
-            StateOp::Increment {
-                key: key.clone(),
-                delta,
-            },
-            key.len() + 8,
-        )?;
-        self.staging
-            .current
-            .insert(key, Some(new.to_string().into_bytes()));
-        Ok(new)
+        let (state, name) = (&self.state, &self.plugin.name);
+        self.staging.increment(key, delta, |key| {
+            state.get(name, key).map_err(WitError::Other)
+        })
     }
 }
 
@@ -361,26 +451,151 @@ pub(super) fn truncate(text: &str, max: usize) -> &str {
 mod tests {
     use super::*;
 
+    fn committed(value: Option<&str>) -> impl FnOnce(&str) -> Result<Option<Vec<u8>>, WitError> {
+        move |_| Ok(value.map(|v| v.as_bytes().to_vec()))
+    }
+
+    fn sorted(effects: &Effects) -> Vec<StateOp> {
+        let mut state = effects.state.clone();
+        state.sort_by(|a, b| state_key(a).cmp(state_key(b)));
+        state
+    }
+
+    fn state_key(op: &StateOp) -> &str {
+        match op {
+            StateOp::Set { key, .. } | StateOp::Delete { key } | StateOp::Increment { key, .. } => {
+                key
+            }
+        }
+    }
+
     #[test]
     fn acknowledged_writes_stay_visible_for_the_batch_and_others_vanish() {
         let mut staging = Staging::default();
         staging.begin_batch();
-        staging.current.insert("a".into(), Some(b"1".to_vec()));
-        staging.effects.state.push(StateOp::Set {
-            key: "a".into(),
-            value: b"1".to_vec(),
-        });
-        let effects = staging.finish_message(true);
-        assert_eq!(effects.state.len(), 1);
+        staging.write("a".into(), Some(b"1".to_vec())).expect("set");
+        staging.finish_message(true);
         assert_eq!(staging.lookup("a"), Some(&Some(b"1".to_vec())));
 
-        staging.begin_message();
-        staging.current.insert("b".into(), None);
+        staging.write("b".into(), None).expect("delete");
+        staging.write("a".into(), Some(b"2".to_vec())).expect("set");
         staging.finish_message(false);
         assert_eq!(staging.lookup("b"), None);
+        assert_eq!(staging.lookup("a"), Some(&Some(b"1".to_vec())));
 
+        let effects = staging.take_batch();
+        assert_eq!(
+            effects.state,
+            [StateOp::Set {
+                key: "a".into(),
+                value: b"1".to_vec()
+            }]
+        );
+        assert_eq!(staging.lookup("a"), None, "a new batch starts empty");
+    }
+
+    #[test]
+    fn a_batch_commits_one_write_per_key() {
+        let mut staging = Staging::default();
         staging.begin_batch();
-        assert_eq!(staging.lookup("a"), None);
+        for _ in 0..3 {
+            assert!(
+                staging
+                    .increment("hits".into(), 2, committed(Some("10")))
+                    .is_ok()
+            );
+            staging
+                .write("last".into(), Some(b"x".to_vec()))
+                .expect("set");
+            staging.finish_message(true);
+        }
+        // The committed value is read once; later messages see the staged one.
+        let read = staging.increment("hits".into(), 1, |_| panic!("read again"));
+        assert_eq!(read.ok(), Some(17));
+        staging.finish_message(false);
+        // A set then an increment commits the resulting value.
+        staging.write("n".into(), Some(b"5".to_vec())).expect("set");
+        assert_eq!(
+            staging.increment("n".into(), 1, committed(None)).ok(),
+            Some(6)
+        );
+        // A delete then an increment counts from 0.
+        staging.write("gone".into(), None).expect("delete");
+        assert_eq!(
+            staging
+                .increment("gone".into(), 3, committed(Some("9")))
+                .ok(),
+            Some(3)
+        );
+        staging.finish_message(true);
+
+        let effects = staging.take_batch();
+        assert_eq!(
+            sorted(&effects),
+            [
+                StateOp::Set {
+                    key: "gone".into(),
+                    value: b"3".to_vec()
+                },
+                StateOp::Increment {
+                    key: "hits".into(),
+                    delta: 6
+                },
+                StateOp::Set {
+                    key: "last".into(),
+                    value: b"x".to_vec()
+                },
+                StateOp::Set {
+                    key: "n".into(),
+                    value: b"6".to_vec()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn increments_refuse_non_counters_and_overflow_without_staging() {
+        let mut staging = Staging::default();
+        staging.begin_batch();
+        assert!(
+            staging
+                .increment("k".into(), 1, committed(Some("x")))
+                .is_err()
+        );
+        assert!(
+            staging
+                .increment("k".into(), 1, committed(Some(&i64::MAX.to_string())))
+                .is_err()
+        );
+        staging.finish_message(true);
+        assert!(staging.take_batch().is_empty());
+    }
+
+    #[test]
+    fn publishes_keep_their_order_and_leave_with_acks_only() {
+        let mut staging = Staging::default();
+        staging.begin_batch();
+        let publish = |staging: &mut Staging, payload: &[u8]| {
+            let message = NewMessage {
+                payload: payload.to_vec(),
+                ..NewMessage::default()
+            };
+            staging.publishes.push(("out".into(), message));
+        };
+        publish(&mut staging, b"1");
+        staging.finish_message(true);
+        publish(&mut staging, b"dropped");
+        staging.finish_message(false);
+        publish(&mut staging, b"2");
+        publish(&mut staging, b"3");
+        staging.finish_message(true);
+        let payloads: Vec<Vec<u8>> = staging
+            .take_batch()
+            .publishes
+            .into_iter()
+            .map(|(_, message)| message.payload)
+            .collect();
+        assert_eq!(payloads, [b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
     }
 
     #[test]

@@ -34,12 +34,12 @@ use crate::storage::{Effects, Message, Outcome};
 /// Longest retry or dead-letter reason kept.
 pub const MAX_REASON_BYTES: usize = 4096;
 
-/// What one call produced.
+/// What one call produced. Its staged effects stay in the instance: an
+/// acknowledged message's join the batch's ([`PluginInstance::take_effects`]),
+/// any other outcome drops them.
 #[derive(Debug)]
 pub struct Handled {
     pub outcome: Outcome,
-    /// Staged effects: to be committed only if `outcome` is `Ack`.
-    pub effects: Effects,
     /// The guest trapped (panic, deadline, memory, ...): the outcome is a
     /// retry and the instance must not be used again.
     pub trapped: bool,
@@ -73,6 +73,14 @@ impl PluginInstance {
     /// so reads go to the store again.
     pub fn begin_batch(&mut self) {
         self.store.data_mut().staging.begin_batch();
+    }
+
+    /// The effects the batch's acknowledged messages staged, coalesced (one
+    /// write per key, publishes in order), to commit atomically with their
+    /// acknowledgements. Still valid after a trap: staging is host memory,
+    /// and the messages acknowledged before the trap stay acknowledged.
+    pub fn take_effects(&mut self) -> Effects {
+        self.store.data_mut().staging.take_batch()
     }
 
     /// Calls the plugin's `handle` for one delivery. Blocking (runs Wasm).
@@ -111,14 +119,9 @@ impl PluginInstance {
             Ok(outcome) => {
                 let outcome = convert(outcome);
                 let acknowledged = outcome == Outcome::Ack;
-                let effects = host.staging.finish_message(acknowledged);
+                host.staging.finish_message(acknowledged);
                 Handled {
                     outcome,
-                    effects: if acknowledged {
-                        effects
-                    } else {
-                        Effects::default()
-                    },
                     trapped: false,
                 }
             }
@@ -137,7 +140,6 @@ fn trapped(reason: String) -> Handled {
             delay: None,
             reason,
         },
-        effects: Effects::default(),
         trapped: true,
     }
 }

@@ -1,16 +1,17 @@
 //! The host seen through its API, without an engine: `PluginRuntime::load`,
-//! `LoadedPlugin::instantiate` and `PluginInstance::handle` on the compiled
-//! fixtures. Here the staged effects of each call are visible as data, which
-//! makes staging, read-your-writes and trap handling easy to pin down.
+//! `LoadedPlugin::instantiate`, `PluginInstance::handle` and
+//! `PluginInstance::take_effects` on the compiled fixtures. Here a batch's
+//! staged effects are visible as data, which makes staging, coalescing,
+//! read-your-writes and trap handling easy to pin down.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use courier::plugin::{
-    Handled, LoadedPlugin, Manifest, PluginInstance, PluginRuntime, RuntimeConfig, StateReader,
+    LoadedPlugin, Manifest, PluginInstance, PluginRuntime, RuntimeConfig, StateReader,
 };
-use courier::storage::{Message, Outcome, StateOp};
+use courier::storage::{Effects, Message, Outcome, StateOp};
 use courier::workload::{Generator, Shape};
 
 use crate::support::{component_bytes, shared_cache_dir};
@@ -67,22 +68,26 @@ fn message(offset: u64, payload: &[u8]) -> Message {
     }
 }
 
-/// The keys a call staged writes to, in order, with the kind of write.
-fn state_writes(handled: &Handled) -> Vec<String> {
-    handled
-        .effects
+/// The state writes of a batch's effects, sorted by key (a batch has one
+/// write per key), with the kind of write.
+fn state_writes(effects: &Effects) -> Vec<String> {
+    let mut writes: Vec<String> = effects
         .state
         .iter()
         .map(|op| match op {
-            StateOp::Set { key, .. } => format!("set {key}"),
+            StateOp::Set { key, value } => {
+                format!("set {key} {}", String::from_utf8_lossy(value))
+            }
             StateOp::Delete { key } => format!("delete {key}"),
             StateOp::Increment { key, delta } => format!("increment {key} {delta}"),
         })
-        .collect()
+        .collect();
+    writes.sort_by(|a, b| a.split(' ').nth(1).cmp(&b.split(' ').nth(1)));
+    writes
 }
 
 #[test]
-fn effects_are_handed_out_per_message_and_only_with_an_ack() {
+fn a_batch_hands_out_the_coalesced_effects_of_its_acknowledged_messages() {
     let plugin = load(
         "fixture-effects",
         "effector",
@@ -92,22 +97,8 @@ fn effects_are_handed_out_per_message_and_only_with_an_ack() {
 
     let first = instance.handle(message(0, b"a"), 1);
     assert_eq!(first.outcome, Outcome::Ack);
-    assert_eq!(
-        state_writes(&first),
-        ["increment count 1", "set last", "set seen/0/0"]
-    );
-    assert_eq!(first.effects.publishes.len(), 1);
-    let (topic, published) = &first.effects.publishes[0];
-    assert_eq!(topic, "out");
-    assert_eq!(published.payload, b"a");
-    assert_eq!(published.key.as_deref(), Some(&b"k"[..]));
-    assert_eq!(
-        published.headers,
-        [("source-offset".to_owned(), "0".to_owned())]
-    );
-
-    // A retry and a dead letter hand out nothing, though they staged the
-    // same writes before answering.
+    // A retry and a dead letter keep nothing, though they staged the same
+    // writes before answering.
     for (offset, payload) in [(1, &b"retry-me"[..]), (2, b"dead-me")] {
         let handled = instance.handle(message(offset, payload), 1);
         assert!(
@@ -115,20 +106,43 @@ fn effects_are_handed_out_per_message_and_only_with_an_ack() {
             "{:?}",
             handled.outcome
         );
-        assert!(handled.effects.is_empty(), "{:?}", handled.effects);
         assert!(!handled.trapped);
     }
-
-    // The next message carries only its own effects: nothing of the
-    // discarded ones leaks into it.
     let next = instance.handle(message(3, b"b"), 1);
     assert_eq!(next.outcome, Outcome::Ack, "read-your-writes holds");
+
+    let effects = instance.take_effects();
+    // One write per key: the two acknowledged increments of `count` are
+    // one increment by 2, `last` holds the last acknowledged payload.
     assert_eq!(
-        state_writes(&next),
-        ["increment count 1", "set last", "set seen/0/3"]
+        state_writes(&effects),
+        [
+            "increment count 2",
+            "set last b",
+            "set seen/0/0 a",
+            "set seen/0/3 b"
+        ]
     );
-    assert_eq!(next.effects.publishes.len(), 1);
-    assert_eq!(next.effects.publishes[0].1.payload, b"b");
+    let published: Vec<(&str, &[u8], &str)> = effects
+        .publishes
+        .iter()
+        .map(|(topic, message)| {
+            assert_eq!(message.key.as_deref(), Some(&b"k"[..]));
+            (
+                topic.as_str(),
+                &message.payload[..],
+                message.headers[0].1.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [("out", &b"a"[..], "0"), ("out", &b"b"[..], "3")]
+    );
+
+    // The next batch starts empty: nothing is handed out twice.
+    instance.begin_batch();
+    assert!(instance.take_effects().is_empty());
 }
 
 #[test]
@@ -148,43 +162,37 @@ fn a_message_sees_the_acknowledged_writes_of_earlier_messages_in_its_batch() {
         let order = orders.next_order();
         message(offset, &serde_json::to_vec(&order).expect("order JSON"))
     };
-    let sets_level = |handled: &Handled| {
-        state_writes(handled)
-            .iter()
-            .any(|w| w == "set level/u-00000")
+    let levels_set = |instance: &mut PluginInstance| {
+        state_writes(&instance.take_effects())
+            .into_iter()
+            .filter(|w| w.starts_with("set level/u-00000") || w.contains("upgrades"))
+            .collect::<Vec<_>>()
     };
 
+    // The second order sees the level the first one set: the level is
+    // written once and the upgrade counted once.
     let mut instance = instance(&plugin, Committed::default());
-    let first = instance.handle(order(0), 1);
-    assert_eq!(first.outcome, Outcome::Ack);
-    assert!(sets_level(&first), "{:?}", state_writes(&first));
-    assert!(state_writes(&first).contains(&"increment stats/upgrades 1".to_owned()));
-    let second = instance.handle(order(1), 1);
-    assert_eq!(second.outcome, Outcome::Ack);
-    assert!(
-        !sets_level(&second),
-        "the second order did not see the first one's level: {:?}",
-        state_writes(&second)
-    );
-    assert!(
-        !state_writes(&second).iter().any(|w| w.contains("upgrades")),
-        "an upgrade counted twice"
+    for offset in 0..2 {
+        assert_eq!(instance.handle(order(offset), 1).outcome, Outcome::Ack);
+    }
+    assert_eq!(
+        levels_set(&mut instance),
+        ["set level/u-00000 silver", "increment stats/upgrades 1"]
     );
 
     // A new batch reads the committed state again (here: still nothing,
     // since nobody committed), so the level is set again.
     instance.begin_batch();
-    let third = instance.handle(order(2), 1);
-    assert!(sets_level(&third), "{:?}", state_writes(&third));
+    assert_eq!(instance.handle(order(2), 1).outcome, Outcome::Ack);
+    assert_eq!(levels_set(&mut instance).len(), 2);
 
     // Reads fall through to the committed state.
     let mut instance = self::instance(
         &plugin,
         Committed::with("membership", "level/u-00000", "silver"),
     );
-    let committed = instance.handle(order(3), 1);
-    assert_eq!(committed.outcome, Outcome::Ack);
-    assert!(!sets_level(&committed), "{:?}", state_writes(&committed));
+    assert_eq!(instance.handle(order(3), 1).outcome, Outcome::Ack);
+    assert!(levels_set(&mut instance).is_empty());
 }
 
 #[test]
@@ -207,8 +215,8 @@ fn a_host_error_on_committed_state_becomes_a_retry_without_effects() {
         }
         other => panic!("expected a retry, got {other:?}"),
     }
-    assert!(handled.effects.is_empty(), "{:?}", handled.effects);
     assert!(!handled.trapped);
+    assert!(instance.take_effects().is_empty());
 }
 
 #[test]
@@ -244,10 +252,11 @@ fn a_trap_discards_the_instance_and_a_fresh_one_carries_on() {
             }
             other => panic!("{crate_name}: a trap must be a failed attempt, got {other:?}"),
         }
-        assert!(
-            handled.effects.is_empty(),
-            "{crate_name}: {:?}",
-            handled.effects
+        // What the message before the trap staged stays: it was acknowledged.
+        assert_eq!(
+            state_writes(&instance.take_effects()),
+            ["increment acked 1"],
+            "{crate_name}"
         );
         assert!(
             !instance.is_usable(),
@@ -264,7 +273,7 @@ fn a_trap_discards_the_instance_and_a_fresh_one_carries_on() {
         let handled = fresh.handle(message(2, b"fine"), 1);
         assert_eq!(handled.outcome, Outcome::Ack, "{crate_name}");
         assert_eq!(
-            state_writes(&handled),
+            state_writes(&fresh.take_effects()),
             ["increment acked 1"],
             "{crate_name}"
         );
