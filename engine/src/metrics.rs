@@ -193,6 +193,11 @@ impl Collector for StoreCollector {
                 "Atomic batches committed by the writer",
                 stats.group_commits,
             ),
+            (
+                "storage_state_checkpoints",
+                "Checkpoints that copied the state changelog into the state keyspace",
+                stats.state_checkpoints,
+            ),
         ];
         for (name, help, value) in totals {
             let counter = ConstCounter::new(value);
@@ -223,6 +228,11 @@ impl Collector for StoreCollector {
                 "storage_flushes_queued",
                 "Memtables waiting to be flushed",
                 stats.flushes_queued as i64,
+            ),
+            (
+                "storage_state_dirty_bytes",
+                "State written since the last checkpoint, held in memory until the next",
+                stats.state_dirty_bytes as i64,
             ),
         ] {
             let gauge = ConstGauge::new(value);

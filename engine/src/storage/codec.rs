@@ -299,6 +299,63 @@ pub fn decode_counters(encoded: &[u8]) -> Result<Counters> {
     })
 }
 
+const STATE_RECORD_FORMAT_V1: u8 = 1;
+
+/// Encodes a state changelog record: the final value of each key one group
+/// commit wrote (`None` = deleted). Keys are full `state` keys (at most
+/// `1 + MAX_NAME_LEN + MAX_STATE_KEY_BYTES` bytes), values at most 1 MiB.
+///
+/// ```text
+/// 01 | (keylen u16, key, 0 = deleted | 1, valuelen u32, value)*
+/// ```
+pub fn encode_state_record<'a>(
+    entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    size_hint: usize,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + size_hint);
+    out.push(STATE_RECORD_FORMAT_V1);
+    for (key, value) in entries {
+        out.extend_from_slice(&(key.len().min(u16::MAX as usize) as u16).to_le_bytes());
+        out.extend_from_slice(key);
+        match value {
+            None => out.push(0),
+            Some(value) => {
+                out.push(1);
+                out.extend_from_slice(&(value.len().min(u32::MAX as usize) as u32).to_le_bytes());
+                out.extend_from_slice(value);
+            }
+        }
+    }
+    out
+}
+
+/// Bytes one entry adds to a state record.
+pub fn state_entry_len(key: &[u8], value: Option<&[u8]>) -> usize {
+    2 + key.len() + 1 + value.map_or(0, |v| 4 + v.len())
+}
+
+/// A decoded state record's entries, in record order.
+pub type StateEntries = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+pub fn decode_state_record(encoded: &[u8]) -> Result<StateEntries> {
+    let mut reader = Reader::new(encoded, "state changelog record");
+    reader.version(STATE_RECORD_FORMAT_V1)?;
+    let mut entries = Vec::new();
+    while !reader.bytes.is_empty() {
+        let key_len = reader.u16()? as usize;
+        let key = reader.bytes(key_len)?.to_vec();
+        let value = match reader.u8()? {
+            0 => None,
+            _ => {
+                let len = reader.u32()? as usize;
+                Some(reader.bytes(len)?.to_vec())
+            }
+        };
+        entries.push((key, value));
+    }
+    Ok(entries)
+}
+
 fn put_str(out: &mut Vec<u8>, text: &str) {
     // Reasons are truncated by callers long before 4 GiB.
     out.extend_from_slice(&(text.len().min(u32::MAX as usize) as u32).to_le_bytes());
@@ -390,6 +447,31 @@ mod tests {
             ],
             payload: br#"{"total": 12.5}"#.to_vec(),
         }
+    }
+
+    #[test]
+    fn state_records_round_trip_and_refuse_truncation() {
+        let entries: Vec<(&[u8], Option<&[u8]>)> = vec![
+            (b"\x01nkey", Some(b"value")),
+            (b"\x01ngone", None),
+            (b"\x01nempty", Some(b"")),
+        ];
+        let size: usize = entries.iter().map(|(k, v)| state_entry_len(k, *v)).sum();
+        let encoded = encode_state_record(entries.iter().copied(), size);
+        assert_eq!(encoded.len(), 1 + size);
+        let decoded = decode_state_record(&encoded).unwrap();
+        let expected: StateEntries = entries
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(decoded, expected);
+        for cut in 1..encoded.len() {
+            if decode_state_record(&encoded[..cut]).is_ok() {
+                // Only cuts at entry boundaries decode (to fewer entries).
+                assert!(decode_state_record(&encoded[..cut]).unwrap().len() < 3);
+            }
+        }
+        assert!(decode_state_record(&[9]).is_err(), "unknown version");
     }
 
     #[test]

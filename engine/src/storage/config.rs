@@ -98,7 +98,16 @@ pub struct StoreConfig {
     /// (better latency at moderate load) but queues flushes behind
     /// compactions (lower sustained throughput); see ARCHITECTURE.md.
     pub background_threads: Option<usize>,
+    /// Changelog bytes after which a state checkpoint starts (see
+    /// `checkpoint.rs`). Bounds both the state held only in memory and
+    /// the changelog a reopen replays.
+    pub state_checkpoint_bytes: u64,
 }
+
+/// Default of [`StoreConfig::state_checkpoint_bytes`]: a reopen replays at
+/// most about twice this, in well under a second, and the values written
+/// since the last checkpoint stay in memory (at most about as much).
+pub const DEFAULT_STATE_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 
 impl StoreConfig {
     /// Durable defaults for a store in `dir`.
@@ -113,6 +122,7 @@ impl StoreConfig {
             cache_bytes: DEFAULT_CACHE_BYTES,
             maintenance_interval: Duration::from_secs(5),
             background_threads: None,
+            state_checkpoint_bytes: DEFAULT_STATE_CHECKPOINT_BYTES,
         }
     }
 }

@@ -20,8 +20,28 @@ pub const ACKED: &str = "acked";
 pub const PENDING: &str = "pending";
 /// Keyspace of dead letters.
 pub const DEAD: &str = "dead";
-/// Keyspace of subscribers' private state.
+/// Keyspace of subscribers' private state, as of the last checkpoint.
 pub const STATE: &str = "state";
+/// Keyspace of the state changelog: one record per group commit that wrote
+/// state, keyed by its sequence number (see `checkpoint.rs`).
+pub const STATE_LOG: &str = "statelog";
+
+/// `offsets` key of the state checkpoint: `state` holds every value of the
+/// changelog records up to this sequence number.
+pub const STATE_CHECKPOINT_KEY: &[u8] = b"S";
+
+/// Key of a changelog record.
+pub fn state_log_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub fn decode_state_log_key(key: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| Error::Corrupt {
+        what: "state changelog key",
+        detail: format!("expected 8 bytes, got {}", key.len()),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
 
 /// The message log of one partition: its own keyspace, so that offsets are
 /// strictly increasing within it and its tables never overlap.

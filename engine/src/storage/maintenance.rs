@@ -1,5 +1,6 @@
-//! The maintenance thread: retention, disk-space checks, and keeping the
-//! memtables within their budget (`write_buffer`).
+//! The maintenance thread: retention, disk-space checks, dropping the
+//! state changelog below the last checkpoint, and keeping the memtables
+//! within their budget (`write_buffer`).
 //!
 //! Retention never deletes messages one by one. For each partition it
 //! computes a *floor*: the lowest committed cursor of the topic's
@@ -32,6 +33,7 @@ use super::writer::Command;
 pub(crate) fn run(shared: Arc<Shared>, stop: flume::Receiver<()>) {
     let interval = shared.config.maintenance_interval;
     let mut dropped = HashMap::new();
+    let mut state_log_dropped = 0;
     let mut passes: u64 = 0;
     let mut next_pass = Instant::now();
     loop {
@@ -49,6 +51,9 @@ pub(crate) fn run(shared: Arc<Shared>, stop: flume::Receiver<()>) {
             if let Err(error) = apply_retention(&shared, &mut dropped) {
                 tracing::warn!(%error, "retention pass failed; will try again");
             }
+            if let Err(error) = drop_state_log(&shared, &mut state_log_dropped) {
+                tracing::warn!(%error, "dropping the checkpointed state changelog failed; will try again");
+            }
             next_pass = Instant::now() + interval;
         }
         let wait =
@@ -58,6 +63,26 @@ pub(crate) fn run(shared: Arc<Shared>, stop: flume::Receiver<()>) {
             _ => return,
         }
     }
+}
+
+/// Drops the changelog tables that lie wholly at or below the last state
+/// checkpoint (recovery would skip them anyway). `dropped` is the
+/// checkpoint of the last drop: unchanged ones are skipped.
+fn drop_state_log(shared: &Shared, dropped: &mut u64) -> Result<()> {
+    let checkpoint = shared
+        .stats
+        .state_checkpoint
+        .load(std::sync::atomic::Ordering::Acquire);
+    if checkpoint > *dropped {
+        shared
+            .ks
+            .state_log
+            .tree
+            .drop_range(..=keys::state_log_key(checkpoint))
+            .map_err(fjall::Error::from)?;
+        *dropped = checkpoint;
+    }
+    Ok(())
 }
 
 /// Every this many passes, `drop_range` runs again even without a new floor.

@@ -14,9 +14,11 @@
 //! writer), process it and `settle` the outcomes, which the writer commits
 //! the same way, together with the effects of the acknowledged messages.
 //! Within one group, state writes are folded per key (a counter every
-//! message increments costs one write per group), and the committed values
-//! go into a bounded read cache (`state_cache.rs`) that plugin reads and
-//! increments consult before fjall.
+//! message increments costs one write per group) and go to disk as one
+//! changelog record; the committed values live in memory
+//! (`state_table.rs`) until a checkpoint copies them into `state`
+//! (`checkpoint.rs`). Plugin reads and increments consult that table
+//! before fjall.
 //!
 //! # On disk (one fjall database)
 //!
@@ -28,10 +30,12 @@
 //! offsets            'T' topic_id u32, partition u32  first retained offset u64
 //!                    'C' sub_id u32, partition u32    committed cursor u64
 //!                    'N' sub_id u32                   counters (dead letters, expired)
+//!                    'S'                              state checkpoint: last changelog seq in `state`
 //! acked              sub_id, partition, offset        (empty) unordered acks above the cursor
 //! pending            sub_id, partition, offset        attempts, due time, reason[, message copy]
 //! dead               sub_id u32, seq u64              DeadRecord (origin, reason, message)
-//! state              len u8, namespace, key           value
+//! state              len u8, namespace, key           value (as of the checkpoint)
+//! statelog           seq u64                          changelog record (see codec.rs)
 //! ```
 //!
 //! # Why it stays fast after 100M messages
@@ -67,7 +71,11 @@
 //!   the dead-letter store with its reason, never dropped.
 //! - After a failed write the store refuses writes until reopened: it never
 //!   answers "ok" for something that might not be on disk.
+//! - Committed state is `state` plus the changelog records after the
+//!   checkpoint; recovery replays those records into `state` before
+//!   anything reads it.
 
+mod checkpoint;
 mod codec;
 mod config;
 mod cursor;
@@ -76,13 +84,14 @@ mod keys;
 mod maintenance;
 mod recovery;
 mod shared;
-mod state_cache;
+mod state_table;
 mod subscription;
 mod topic;
 mod types;
 mod write_buffer;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -90,9 +99,9 @@ use tokio::sync::oneshot;
 
 pub use config::{
     Backoff, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PARTITIONS, DeliveryMode, FsyncPolicy, MAX_ATTEMPTS_LIMIT,
-    MAX_BACKGROUND_THREADS, MAX_PARTITIONS, Retention, StartPosition, StoreConfig,
-    SubscriptionSettings, TopicSettings,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PARTITIONS, DEFAULT_STATE_CHECKPOINT_BYTES, DeliveryMode,
+    FsyncPolicy, MAX_ATTEMPTS_LIMIT, MAX_BACKGROUND_THREADS, MAX_PARTITIONS, Retention,
+    StartPosition, StoreConfig, SubscriptionSettings, TopicSettings,
 };
 pub use cursor::LeaseTicket;
 pub use error::{Error, Result};
@@ -240,6 +249,10 @@ pub struct StoreStats {
     pub dead_lettered: u64,
     pub expired: u64,
     pub group_commits: u64,
+    /// Completed state checkpoints (changelog copied into `state`).
+    pub state_checkpoints: u64,
+    /// Bytes of state held in memory until the next checkpoint.
+    pub state_dirty_bytes: u64,
     /// The writer's fsyncs.
     pub fsync: LatencyStats,
     /// The writer's batch commits into fjall: journal write and memtable
@@ -296,6 +309,7 @@ impl Store {
             queue,
             recovered.next_topic_id,
             recovered.next_sub_id,
+            recovered.next_state_seq,
         );
         let writer = std::thread::Builder::new()
             .name("courier-writer".into())
@@ -615,15 +629,16 @@ impl Store {
     /// A subscriber's committed state value. Blocking.
     pub fn state_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
         let key = keys::state_key(namespace, key);
-        if let Some(cached) = self.shared.state_cache.get(&key) {
-            return Ok(cached);
+        if let Some(held) = self.shared.state_table.get(&key) {
+            return Ok(held);
         }
         let value = self.shared.ks.state.get(key)?;
         Ok(value.map(|value| value.to_vec()))
     }
 
     /// Up to `limit` committed state entries of a namespace whose keys
-    /// start with `prefix`, in key order. Blocking.
+    /// start with `prefix`, in key order: `state` (as of the checkpoint)
+    /// merged with the values written since. Blocking.
     pub fn state_scan(
         &self,
         namespace: &str,
@@ -631,19 +646,44 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>> {
         let skip = keys::state_prefix(namespace).len();
-        let mut out = Vec::new();
-        for guard in self
+        let full_prefix = keys::state_key(namespace, prefix);
+        let mut newer: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
             .shared
-            .ks
-            .state
-            .prefix(keys::state_key(namespace, prefix))
-            .take(limit)
-        {
+            .state_table
+            .dirty_with_prefix(&full_prefix)
+            .into_iter()
+            .collect();
+        let mut merged = Vec::new();
+        for guard in self.shared.ks.state.prefix(&full_prefix) {
+            if merged.len() >= limit {
+                break;
+            }
             let (key, value) = guard.into_inner()?;
-            let name = String::from_utf8_lossy(&key[skip..]).into_owned();
-            out.push((name, value.to_vec()));
+            // Newer values of smaller keys come first.
+            while let Some(entry) = newer.first_entry()
+                && entry.key().as_slice() < &*key
+            {
+                let (key, value) = entry.remove_entry();
+                if let Some(value) = value {
+                    merged.push((key, value));
+                }
+            }
+            match newer.remove(&*key) {
+                Some(Some(value)) => merged.push((key.to_vec(), value)),
+                Some(None) => {}
+                None => merged.push((key.to_vec(), value.to_vec())),
+            }
         }
-        Ok(out)
+        merged.extend(
+            newer
+                .into_iter()
+                .filter_map(|(key, value)| value.map(|value| (key, value))),
+        );
+        merged.truncate(limit);
+        Ok(merged
+            .into_iter()
+            .map(|(key, value)| (String::from_utf8_lossy(&key[skip..]).into_owned(), value))
+            .collect())
     }
 
     /// Every topic, by name.
@@ -711,6 +751,8 @@ impl Store {
             dead_lettered: stats.dead_lettered.load(Relaxed),
             expired: stats.expired.load(Relaxed),
             group_commits: stats.group_commits.load(Relaxed),
+            state_checkpoints: stats.state_checkpoints.load(Relaxed),
+            state_dirty_bytes: self.shared.state_table.dirty_bytes() as u64,
             fsync: stats.fsync.snapshot(),
             commit: stats.commit.snapshot(),
             disk_bytes: self.shared.db.disk_space().unwrap_or(0),

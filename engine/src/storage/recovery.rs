@@ -4,13 +4,16 @@
 //! Recovery reads only metadata: per partition the last key (one seek),
 //! per subscription its cursors, out-of-order acknowledgements and pending
 //! redeliveries (both bounded by `max_unacked` and the retry set), and one
-//! counters record. Its cost is independent of the backlog's size.
+//! counters record. Its cost is independent of the backlog's size. Then it
+//! replays the state changelog written since the last checkpoint into
+//! `state` (bounded by `state_checkpoint_bytes`), so the store starts with
+//! all state checkpointed and an empty table.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::codec::{self, Counters, PendingRecord};
 use super::config::{MAX_BACKGROUND_THREADS, StoreConfig};
@@ -35,6 +38,8 @@ pub(crate) struct Recovered {
     pub subscriptions: Vec<Arc<SubInner>>,
     pub next_topic_id: u32,
     pub next_sub_id: u32,
+    /// Sequence number of the next state changelog record.
+    pub next_state_seq: u64,
 }
 
 pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
@@ -65,7 +70,9 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
         pending: open(keys::PENDING)?,
         dead: open(keys::DEAD)?,
         state: open(keys::STATE)?,
+        state_log: open(keys::STATE_LOG)?,
     };
+    let next_state_seq = replay_state_log(&db, &ks)?;
     let topics = load_topics(&db, &ks)?;
     let next_topic_id = topics.values().map(|t| t.id + 1).max().unwrap_or(0);
     let (subscriptions, next_sub_id) = load_subscriptions(&ks, &topics)?;
@@ -76,7 +83,63 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
         subscriptions,
         next_topic_id,
         next_sub_id,
+        next_state_seq,
     })
+}
+
+/// Applies the changelog records after the checkpoint to `state`, records
+/// the new checkpoint (durably), and drops the replayed records. Returns
+/// the next record's sequence number.
+fn replay_state_log(db: &Database, ks: &Keyspaces) -> Result<u64> {
+    let checkpoint = match ks.offsets.get(keys::STATE_CHECKPOINT_KEY)? {
+        Some(value) => codec::decode_u64(&value, "state checkpoint")?,
+        None => 0,
+    };
+    let newest = match ks.state_log.last_key_value() {
+        Some(guard) => keys::decode_state_log_key(&guard.key()?)?,
+        None => 0,
+    };
+    // Later records win: collect the final value of every key, then write
+    // them in key order.
+    let mut values: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut replayed = checkpoint;
+    for guard in ks
+        .state_log
+        .range(keys::state_log_key(checkpoint.saturating_add(1))..)
+    {
+        let (key, record) = guard.into_inner()?;
+        replayed = keys::decode_state_log_key(&key)?;
+        values.extend(codec::decode_state_record(&record)?);
+    }
+    if replayed > checkpoint {
+        let mut batch = db.batch();
+        for (key, value) in &values {
+            match value {
+                Some(value) => batch.insert(&ks.state, key.as_slice(), value.as_slice()),
+                None => batch.remove(&ks.state, key.as_slice()),
+            }
+        }
+        batch.insert(
+            &ks.offsets,
+            keys::STATE_CHECKPOINT_KEY,
+            codec::encode_u64(replayed),
+        );
+        batch.commit()?;
+        db.persist(PersistMode::SyncAll)?;
+        tracing::info!(
+            records = replayed - checkpoint,
+            keys = values.len(),
+            "replayed the state changelog"
+        );
+    }
+    let checkpoint = replayed;
+    if checkpoint > 0 {
+        ks.state_log
+            .tree
+            .drop_range(..=keys::state_log_key(checkpoint))
+            .map_err(fjall::Error::from)?;
+    }
+    Ok(newest.max(checkpoint) + 1)
 }
 
 fn load_topics(db: &Database, ks: &Keyspaces) -> Result<BTreeMap<Arc<str>, Arc<Topic>>> {

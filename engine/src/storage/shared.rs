@@ -12,7 +12,7 @@ use fjall::{Database, Keyspace};
 use super::LatencyStats;
 use super::config::StoreConfig;
 use super::error::{Error, Result};
-use super::state_cache::StateCache;
+use super::state_table::StateTable;
 use super::subscription::SubInner;
 use super::topic::Topic;
 use super::writer::Command;
@@ -25,6 +25,7 @@ pub(crate) struct Keyspaces {
     pub pending: Keyspace,
     pub dead: Keyspace,
     pub state: Keyspace,
+    pub state_log: Keyspace,
 }
 
 /// Subscriptions by (subscriber, topic).
@@ -45,8 +46,9 @@ pub(crate) struct Shared {
     is_full: AtomicBool,
     closed: AtomicBool,
     pub stats: Stats,
-    /// Committed state values, written by the writer after each commit.
-    pub state_cache: StateCache,
+    /// Committed state values not yet checkpointed, and a cache of the
+    /// others; written by the writer after each commit.
+    pub state_table: StateTable,
 }
 
 impl Shared {
@@ -69,7 +71,7 @@ impl Shared {
             is_full: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             stats: Stats::default(),
-            state_cache: StateCache::default(),
+            state_table: StateTable::default(),
         }
     }
 
@@ -204,6 +206,9 @@ pub(crate) struct Stats {
     pub dead_lettered: AtomicU64,
     pub expired: AtomicU64,
     pub group_commits: AtomicU64,
+    /// Completed state checkpoints, and the last one's sequence number.
+    pub state_checkpoints: AtomicU64,
+    pub state_checkpoint: AtomicU64,
     /// The writer's fsyncs.
     pub fsync: Latency,
     /// The writer's batch commits into fjall (journal write, memtable

@@ -55,6 +55,7 @@ pub(crate) fn seal(shared: &Shared) -> Result<()> {
         &ks.pending,
         &ks.dead,
         &ks.state,
+        &ks.state_log,
     ] {
         add(keyspace);
     }

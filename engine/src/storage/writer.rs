@@ -18,6 +18,7 @@ use std::time::Instant;
 use fjall::{KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use tokio::sync::oneshot;
 
+use super::checkpoint::Checkpointer;
 use super::codec::{self, Counters, DeadRecord};
 use super::config::{FsyncPolicy, SubscriptionSettings, TopicSettings};
 use super::cursor::{LeaseTicket, Op, PartState};
@@ -133,9 +134,9 @@ fn done<T: Send + 'static>(reply: Reply<T>, value: T) -> Done {
 struct Group {
     batch: OwnedWriteBatch,
     /// State values written in this group (None = deleted): increments
-    /// read them, and only the last value of each key goes into the batch
-    /// (at commit), so a hot counter costs one write per group, not one per
-    /// message.
+    /// read them, and only the last value of each key goes into the
+    /// group's changelog record (at commit), so a hot counter costs one
+    /// write per group, not one per message.
     overlay: foldhash::HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Partitions appended to: their durable ends move after the commit.
     touched: Vec<(Arc<Topic>, u32)>,
@@ -155,6 +156,7 @@ pub(crate) struct Writer {
     commands: flume::Receiver<Command>,
     next_topic_id: u32,
     next_sub_id: u32,
+    checkpoints: Checkpointer,
     last_sync: Instant,
     unsynced: bool,
 }
@@ -165,12 +167,15 @@ impl Writer {
         commands: flume::Receiver<Command>,
         next_topic_id: u32,
         next_sub_id: u32,
+        next_state_seq: u64,
     ) -> Self {
+        let threshold = shared.config.state_checkpoint_bytes;
         Writer {
             shared,
             commands,
             next_topic_id,
             next_sub_id,
+            checkpoints: Checkpointer::new(next_state_seq, threshold),
             last_sync: Instant::now(),
             unsynced: false,
         }
@@ -259,21 +264,15 @@ impl Writer {
             finish(group.done, Some(&error));
             return;
         }
-        let state = &self.shared.ks.state;
-        let written: Vec<(Vec<u8>, Option<Vec<u8>>)> = group.overlay.drain().collect();
-        for (key, value) in &written {
-            match value {
-                Some(value) => group.batch.insert(state, key.as_slice(), value.as_slice()),
-                None => group.batch.remove(state, key.as_slice()),
-            }
-        }
+        let writes = group.overlay.drain().collect();
+        let staged = self
+            .checkpoints
+            .stage(&self.shared, &mut group.batch, writes);
         let outcome = self.commit(group.batch, group.force_sync);
         match outcome {
             Ok(()) => {
-                // Committed: now (and only now) readers may see it cached.
-                for (key, value) in written {
-                    self.shared.state_cache.put(key, value);
-                }
+                // Committed: now (and only now) readers may see the values.
+                self.checkpoints.committed(&self.shared, staged);
                 Stats::add(&self.shared.stats.group_commits, 1);
                 for (topic, partition) in &group.touched {
                     if let Some(log) = topic.partition(*partition) {
@@ -734,8 +733,8 @@ impl Writer {
                 let key = keys::state_key(namespace, &key);
                 let current = match group.overlay.get(&key) {
                     Some(value) => value.clone(),
-                    None => match self.shared.state_cache.get(&key) {
-                        Some(cached) => cached,
+                    None => match self.shared.state_table.get(&key) {
+                        Some(held) => held,
                         None => state.get(&key)?.map(|value| value.to_vec()),
                     },
                 };

@@ -1,7 +1,9 @@
 //! Crash test: a child process publishes and consumes under load and is
 //! killed with SIGKILL at random moments, over and over; after every kill
 //! the reopened store must hold everything the child saw acknowledged, and
-//! effects must match acknowledgements exactly.
+//! effects must match acknowledgements exactly. The child checkpoints its
+//! state often, with passes spanning several commits, so kills land before,
+//! during and after checkpoints, and every reopen replays a changelog.
 //!
 //! The child is this same test binary, started with `crash_child` as the
 //! test filter and the data directory in `CHILD_DIR_ENV`.
@@ -19,6 +21,9 @@ use courier::storage::{
 const CHILD_DIR_ENV: &str = "COURIER_CRASH_CHILD_DIR";
 const PARTITIONS: u32 = 4;
 const ROUNDS: usize = 6;
+/// Small enough that passes start every few commits and copy thousands of
+/// keys (`seen/...` is a new key per message).
+const CHECKPOINT_BYTES: u64 = 32 * 1024;
 
 /// Not a test on its own: does nothing unless started by `kill_9_*`.
 #[test]
@@ -41,7 +46,9 @@ fn report(line: String) {
 }
 
 async fn child(dir: String) {
-    let store = Store::open(StoreConfig::new(&dir)).unwrap();
+    let mut config = StoreConfig::new(&dir);
+    config.state_checkpoint_bytes = CHECKPOINT_BYTES;
+    let store = Store::open(config).unwrap();
     let topic = TopicSettings {
         partitions: PARTITIONS,
         ..TopicSettings::default()
@@ -97,10 +104,16 @@ async fn child(dir: String) {
                         outcome: Outcome::Ack,
                         effects: Effects {
                             publishes: vec![("audit".into(), NewMessage::default())],
-                            state: vec![StateOp::Increment {
-                                key: format!("count/{partition}"),
-                                delta: 1,
-                            }],
+                            state: vec![
+                                StateOp::Increment {
+                                    key: format!("count/{partition}"),
+                                    delta: 1,
+                                },
+                                StateOp::Set {
+                                    key: format!("seen/{partition}/{}", d.message.offset),
+                                    value: vec![1],
+                                },
+                            ],
                         },
                     })
                     .collect();
@@ -217,6 +230,27 @@ fn verify(
                 "round {round}: effects must commit exactly with acks (partition {})",
                 partition.partition
             );
+            let prefix = format!("seen/{}/", partition.partition);
+            let seen = store.state_scan("s", &prefix, usize::MAX).unwrap();
+            assert_eq!(
+                seen.len() as u64,
+                partition.committed,
+                "round {round}: one `seen` key per acknowledged message (partition {})",
+                partition.partition
+            );
+            for offset in [
+                0,
+                partition.committed / 2,
+                partition.committed.saturating_sub(1),
+            ] {
+                if offset < partition.committed {
+                    let key = format!("{prefix}{offset}");
+                    assert!(
+                        store.state_get("s", &key).unwrap().is_some(),
+                        "round {round}: {key} lost"
+                    );
+                }
+            }
         }
         let committed: u64 = info.partitions.iter().map(|p| p.committed).sum();
         let audit = store.topic_info("audit").map(|t| t.messages).unwrap_or(0);

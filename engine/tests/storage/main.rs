@@ -13,4 +13,5 @@ mod introspection;
 mod model;
 mod retention;
 mod retries;
+mod state;
 mod topics;

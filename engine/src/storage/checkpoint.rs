@@ -1,0 +1,225 @@
+//! Subscriber state as a changelog plus checkpoints (the writer's side).
+//!
+//! Plugins write a handful of state keys per message (a member's points, a
+//! user's profile), scattered over the key space. Inserting each of them
+//! into the `state` keyspace cost a random skiplist insert in fjall's
+//! memtable (cache misses on every level), a journal entry, and later
+//! flushes and compactions of values that were overwritten seconds after.
+//! So a group commit instead appends **one** changelog record to `statelog`
+//! (a sequential key): the final value of every key the group wrote. The
+//! values themselves live in the [`StateTable`] (pinned while dirty), and a
+//! **checkpoint** copies them into `state` now and then, once per key
+//! however often it was written meanwhile.
+//!
+//! A checkpoint pass starts once [`StoreConfig::state_checkpoint_bytes`] of
+//! changelog piled up since the last one began. It takes the keys written
+//! up to then (sequence number `upto`), sorted, and copies
+//! [`CHUNK_KEYS`] of them into `state` with each following group commit,
+//! so no commit stalls on a whole pass. The commit that copies the last
+//! chunk also records `upto` as the checkpoint (`offsets`,
+//! [`keys::STATE_CHECKPOINT_KEY`]).
+//!
+//! # Invariants
+//!
+//! - Every changelog record holds absolute values (the writer resolves
+//!   increments before), so applying records again is harmless.
+//! - `state` holds, for every key, a value at least as new as the
+//!   checkpoint: recovery replays the records after it, in order, and gets
+//!   the exact committed state.
+//! - A dirty value leaves the table's pinned set only once a commit that
+//!   copied it into `state` succeeded; reads never see an older value.
+//!
+//! [`StateTable`]: super::state_table::StateTable
+//! [`StoreConfig::state_checkpoint_bytes`]: super::StoreConfig::state_checkpoint_bytes
+
+use std::sync::atomic::Ordering;
+
+use fjall::OwnedWriteBatch;
+
+use super::codec;
+use super::keys;
+use super::shared::Shared;
+
+/// Most keys one group commit copies into `state` during a pass: bounds
+/// what a pass adds to any one commit (a few milliseconds at most).
+pub(crate) const CHUNK_KEYS: usize = 2048;
+/// Largest changelog record: a group that wrote more state gets several
+/// (fjall values should stay far below its limits, and replay decodes one
+/// record at a time).
+const MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
+
+/// A group's state writes: the final value of each key (`None` = deleted).
+pub(crate) type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// What one group put into its batch, applied to the table once the group
+/// committed (and dropped if it did not: the store then refuses writes).
+pub(crate) struct Staged {
+    /// The sequence number of the group's (last) changelog record.
+    seq: u64,
+    writes: Writes,
+    /// Keys copied into `state`, with the record their value came from.
+    copied: Vec<(Vec<u8>, u64)>,
+    /// This group completed a pass: the checkpoint it recorded.
+    finished: Option<u64>,
+}
+
+/// A running checkpoint pass.
+struct Pass {
+    /// `state` will hold every value of the records up to this one.
+    upto: u64,
+    /// Keys still to copy, sorted, distinct (popped from the end).
+    keys: Vec<Vec<u8>>,
+}
+
+pub(crate) struct Checkpointer {
+    /// Sequence number of the next changelog record.
+    next_seq: u64,
+    /// Start a pass once this many changelog bytes piled up.
+    threshold: u64,
+    /// Changelog bytes written since the last pass began.
+    since_pass: u64,
+    /// Distinct keys written since the last pass began.
+    written: foldhash::HashSet<Vec<u8>>,
+    pass: Option<Pass>,
+}
+
+impl Checkpointer {
+    pub fn new(next_seq: u64, threshold: u64) -> Checkpointer {
+        Checkpointer {
+            next_seq: next_seq.max(1),
+            threshold: threshold.max(1),
+            since_pass: 0,
+            written: foldhash::HashSet::default(),
+            pass: None,
+        }
+    }
+
+    /// Adds the group's changelog record(s) and the next chunk of a running
+    /// pass to `batch`.
+    pub fn stage(
+        &mut self,
+        shared: &Shared,
+        batch: &mut OwnedWriteBatch,
+        writes: Writes,
+    ) -> Staged {
+        let seq = if writes.is_empty() {
+            self.next_seq.saturating_sub(1)
+        } else {
+            self.append_records(shared, batch, &writes)
+        };
+        let (copied, finished) = self.copy_chunk(shared, batch);
+        Staged {
+            seq,
+            writes,
+            copied,
+            finished,
+        }
+    }
+
+    fn append_records(
+        &mut self,
+        shared: &Shared,
+        batch: &mut OwnedWriteBatch,
+        writes: &Writes,
+    ) -> u64 {
+        let statelog = &shared.ks.state_log;
+        let mut start = 0;
+        while start < writes.len() {
+            let mut end = start;
+            let mut size = 0;
+            while end < writes.len() {
+                let (key, value) = &writes[end];
+                let len = codec::state_entry_len(key, value.as_deref());
+                if end > start && size + len > MAX_RECORD_BYTES {
+                    break;
+                }
+                size += len;
+                end += 1;
+            }
+            let entries = writes[start..end]
+                .iter()
+                .map(|(key, value)| (key.as_slice(), value.as_deref()));
+            let record = codec::encode_state_record(entries, size);
+            self.since_pass += record.len() as u64;
+            batch.insert(statelog, keys::state_log_key(self.next_seq), record);
+            self.next_seq += 1;
+            start = end;
+        }
+        self.next_seq - 1
+    }
+
+    /// Copies the next keys of the running pass into `state`; the last
+    /// chunk also records the checkpoint.
+    fn copy_chunk(
+        &mut self,
+        shared: &Shared,
+        batch: &mut OwnedWriteBatch,
+    ) -> (Vec<(Vec<u8>, u64)>, Option<u64>) {
+        let Some(pass) = &mut self.pass else {
+            return (Vec::new(), None);
+        };
+        let state = &shared.ks.state;
+        let from = pass.keys.len().saturating_sub(CHUNK_KEYS);
+        let mut copied = Vec::with_capacity(pass.keys.len() - from);
+        // Ascending order: neighbouring inserts share their skiplist path.
+        for key in pass.keys.drain(from..).rev() {
+            // Clean already means copied by an earlier pass.
+            let Some(dirty) = shared.state_table.dirty(&key) else {
+                continue;
+            };
+            match &dirty.value {
+                Some(value) => batch.insert(state, key.as_slice(), value.as_slice()),
+                None => batch.remove(state, key.as_slice()),
+            }
+            copied.push((key, dirty.seq));
+        }
+        if !pass.keys.is_empty() {
+            return (copied, None);
+        }
+        let upto = pass.upto;
+        self.pass = None;
+        batch.insert(
+            &shared.ks.offsets,
+            keys::STATE_CHECKPOINT_KEY,
+            codec::encode_u64(upto),
+        );
+        (copied, Some(upto))
+    }
+
+    /// The group committed: its values enter the table, the copied ones
+    /// turn clean, and a new pass starts if the changelog grew enough.
+    pub fn committed(&mut self, shared: &Shared, staged: Staged) {
+        let table = &shared.state_table;
+        for (key, value) in staged.writes {
+            if !self.written.contains(&key) {
+                self.written.insert(key.clone());
+            }
+            table.commit(key, value, staged.seq);
+        }
+        for (key, seq) in &staged.copied {
+            table.checkpointed(key, *seq);
+        }
+        if let Some(upto) = staged.finished {
+            shared.stats.state_checkpoint.store(upto, Ordering::Release);
+            super::shared::Stats::add(&shared.stats.state_checkpoints, 1);
+        }
+        if self.pass.is_none() && self.since_pass >= self.threshold {
+            self.start_pass();
+        }
+    }
+
+    fn start_pass(&mut self) {
+        let mut keys: Vec<Vec<u8>> = self.written.drain().collect();
+        // Descending: chunks come off the end, and are copied in ascending
+        // order.
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        self.since_pass = 0;
+        if keys.is_empty() {
+            return;
+        }
+        self.pass = Some(Pass {
+            upto: self.next_seq - 1,
+            keys,
+        });
+    }
+}

@@ -1,0 +1,238 @@
+//! Subscriber state across checkpoints: state goes to disk as a changelog
+//! and is copied into the `state` keyspace by checkpoint passes; reads,
+//! scans and reopens must see exactly the committed values whatever the
+//! checkpoint threshold (checkpointing after every commit, passes spanning
+//! several commits, or never until a reopen replays the changelog).
+
+use std::collections::BTreeMap;
+
+use courier::storage::{
+    DeliveryMode, Effects, Outcome, Poll, Settlement, StateOp, Store, Subscription,
+};
+
+use crate::common::{create_topic, messages, open_with, poll, settings};
+
+/// Distinct keys written: more than one checkpoint chunk (2048 keys).
+const KEYS: u64 = 5000;
+const MESSAGES: usize = 12_000;
+
+type Model = BTreeMap<String, Vec<u8>>;
+
+fn open(dir: &std::path::Path, threshold: u64) -> Store {
+    open_with(dir, |config| config.state_checkpoint_bytes = threshold)
+}
+
+/// The writes message `offset` stages, applied to `model` too: a set that
+/// cycles through the keys, a delete of another key, a counter.
+fn effects(offset: u64, model: &mut Model) -> Effects {
+    let set = format!("k/{:05}", offset % KEYS);
+    let gone = format!("k/{:05}", (offset + KEYS / 2) % KEYS);
+    let value = offset.to_string().into_bytes();
+    model.insert(set.clone(), value.clone());
+    model.remove(&gone);
+    let count = model.get("count").map_or(0, |v| {
+        String::from_utf8_lossy(v).parse::<u64>().unwrap_or(0)
+    });
+    model.insert("count".into(), (count + 1).to_string().into_bytes());
+    Effects {
+        publishes: Vec::new(),
+        state: vec![
+            StateOp::Set { key: set, value },
+            StateOp::Delete { key: gone },
+            StateOp::Increment {
+                key: "count".into(),
+                delta: 1,
+            },
+        ],
+    }
+}
+
+/// Handles everything with `effects`, checking a few reads after each
+/// settle.
+async fn handle_all(store: &Store, sub: &Subscription, model: &mut Model) {
+    while let Poll::Ready(lease) = poll(sub, 0, 64).await {
+        let results: Vec<Settlement> = lease
+            .deliveries
+            .iter()
+            .map(|delivery| {
+                let offset = delivery.message.offset;
+                Settlement {
+                    offset,
+                    outcome: Outcome::Ack,
+                    effects: effects(offset, model),
+                }
+            })
+            .collect();
+        let last = lease.deliveries.last().map(|d| d.message.offset);
+        sub.settle(lease.ticket, results).await.expect("settle");
+        if let Some(last) = last {
+            let key = format!("k/{:05}", last % KEYS);
+            assert_eq!(
+                store.state_get("s", &key).expect("get"),
+                model.get(&key).cloned()
+            );
+        }
+    }
+}
+
+/// Every key reads back as the model holds it, and scans agree.
+fn check(store: &Store, model: &Model, when: &str) {
+    for i in 0..KEYS {
+        let key = format!("k/{i:05}");
+        assert_eq!(
+            store.state_get("s", &key).expect("get"),
+            model.get(&key).cloned(),
+            "{when}: {key}"
+        );
+    }
+    assert_eq!(
+        store.state_get("s", "count").expect("get"),
+        model.get("count").cloned(),
+        "{when}: count"
+    );
+    let scanned = store.state_scan("s", "k/", 100_000).expect("scan");
+    let expected: Vec<(String, Vec<u8>)> = model
+        .iter()
+        .filter(|(key, _)| key.starts_with("k/"))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    assert_eq!(scanned, expected, "{when}: full scan");
+    let first = store.state_scan("s", "k/", 10).expect("scan");
+    assert_eq!(first, expected[..10], "{when}: limited scan");
+}
+
+#[tokio::test]
+async fn state_reads_back_exactly_whether_checkpointed_often_rarely_or_never() {
+    // Every commit; passes of thousands of keys spread over commits; never
+    // (the reopen replays the whole changelog).
+    for threshold in [1, 64 * 1024, u64::MAX] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut model = Model::new();
+        let store = open(dir.path(), threshold);
+        create_topic(&store, "t", 1).await;
+        let sub = store
+            .subscribe("s", "t", settings(DeliveryMode::Ordered))
+            .await
+            .expect("subscribe");
+        for chunk in 0..MESSAGES / 1000 {
+            store
+                .append("t", &messages(1000, |i| Some(format!("{chunk}-{i}"))))
+                .await
+                .expect("append");
+            handle_all(&store, &sub, &mut model).await;
+        }
+        check(&store, &model, &format!("threshold {threshold}, running"));
+        let checkpoints = store.stats().state_checkpoints;
+        if threshold == u64::MAX {
+            assert_eq!(checkpoints, 0, "never checkpointed");
+        } else {
+            assert!(checkpoints > 0, "threshold {threshold}: no checkpoint");
+        }
+        store.close().await;
+        // The directory is released once every handle is gone.
+        drop((sub, store));
+
+        let store = open(dir.path(), threshold);
+        assert_eq!(
+            store.stats().state_dirty_bytes,
+            0,
+            "a reopen starts with everything checkpointed"
+        );
+        check(&store, &model, &format!("threshold {threshold}, reopened"));
+    }
+}
+
+#[tokio::test]
+async fn scans_merge_checkpointed_values_with_newer_writes_and_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut model = Model::new();
+    let write = |model: &mut Model, ops: Vec<StateOp>| {
+        for op in &ops {
+            match op {
+                StateOp::Set { key, value } => {
+                    model.insert(key.clone(), value.clone());
+                }
+                StateOp::Delete { key } => {
+                    model.remove(key);
+                }
+                StateOp::Increment { .. } => unreachable!(),
+            }
+        }
+        ops
+    };
+    let set = |key: &str, value: &str| StateOp::Set {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+    };
+    let settle_one = |store: Store, ops: Vec<StateOp>| async move {
+        store
+            .append("t", &messages(1, |_| None))
+            .await
+            .expect("append");
+        let sub = store.subscription("s", "t").expect("subscription");
+        let Poll::Ready(lease) = poll(&sub, 0, 1).await else {
+            panic!("no message");
+        };
+        let offset = lease.deliveries[0].message.offset;
+        let effects = Effects {
+            publishes: Vec::new(),
+            state: ops,
+        };
+        let results = vec![Settlement {
+            offset,
+            outcome: Outcome::Ack,
+            effects,
+        }];
+        sub.settle(lease.ticket, results).await.expect("settle");
+    };
+
+    // a/1..a/5 end up in `state` (the reopen replays them).
+    let store = open(dir.path(), u64::MAX);
+    create_topic(&store, "t", 1).await;
+    store
+        .subscribe("s", "t", settings(DeliveryMode::Ordered))
+        .await
+        .expect("subscribe");
+    let ops = (1..=5)
+        .map(|i| set(&format!("a/{i}"), "old"))
+        .chain([set("b/1", "other")])
+        .collect();
+    settle_one(store.clone(), write(&mut model, ops)).await;
+    store.close().await;
+    drop(store);
+
+    // Newer values around, between and over them stay in memory.
+    let store = open(dir.path(), u64::MAX);
+    let ops = vec![
+        set("a/0", "new"),
+        set("a/2", "new"),
+        StateOp::Delete { key: "a/3".into() },
+        set("a/6", "new"),
+        set("a/45", "new"),
+    ];
+    settle_one(store.clone(), write(&mut model, ops)).await;
+    assert!(store.stats().state_dirty_bytes > 0);
+
+    let expected: Vec<(String, Vec<u8>)> = model
+        .iter()
+        .filter(|(key, _)| key.starts_with("a/"))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    assert_eq!(
+        expected.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["a/0", "a/1", "a/2", "a/4", "a/45", "a/5", "a/6"]
+    );
+    assert_eq!(store.state_scan("s", "a/", 100).expect("scan"), expected);
+    for limit in 0..expected.len() {
+        assert_eq!(
+            store.state_scan("s", "a/", limit).expect("scan"),
+            expected[..limit],
+            "limit {limit}"
+        );
+    }
+    assert_eq!(
+        store.state_scan("s", "a/4", 100).expect("scan"),
+        expected[3..5],
+        "a longer prefix"
+    );
+}
