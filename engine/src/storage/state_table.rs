@@ -178,6 +178,15 @@ impl StateTable {
         out
     }
 
+    /// The keys of every dirty entry, unsorted.
+    pub fn dirty_keys(&self) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        for shard in &self.shards {
+            keys.extend(lock(shard).dirty.keys().cloned());
+        }
+        keys
+    }
+
     /// Bytes held by dirty entries (keys, values, overhead).
     pub fn dirty_bytes(&self) -> usize {
         self.shards.iter().map(|s| lock(s).dirty_bytes).sum()
