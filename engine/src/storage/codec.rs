@@ -13,6 +13,17 @@
 //! ```
 //! The timestamp sits at a fixed position so the writer can stamp it
 //! without re-encoding.
+//!
+//! A log entry holds a *run* of consecutive messages of one partition,
+//! stored under the first one's offset (format version 2):
+//!
+//! ```text
+//! +----+-----------+--------------------------------------+
+//! | 02 | count u32 | (len u32, message as above)*  count  |
+//! +----+-----------+--------------------------------------+
+//! ```
+//! Stores written before runs existed hold one message per entry (an entry
+//! that starts with 01); readers take both.
 
 use std::sync::Arc;
 
@@ -42,78 +53,32 @@ pub fn encode_message(message: &NewMessage) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Encodes `message` straight into the value type fjall stores, so the
-/// writer inserts it without another copy.
-pub fn encode_message_slice(message: &NewMessage) -> Result<fjall::Slice> {
-    let len = encoded_len(message);
-    let mut view = byteview::ByteView::with_size(len);
-    match view.get_mut() {
-        Some(mut bytes) => {
-            let mut cursor = Cursor {
-                bytes: &mut bytes,
-                at: 0,
-            };
-            write_message(message, &mut cursor)?;
-        }
-        // A fresh view has no other owner; copy if that ever changes.
-        None => return Ok(fjall::Slice::from(encode_message(message)?)),
-    }
-    Ok(fjall::Slice::from(view))
-}
-
-/// Where encoded bytes go.
-trait Sink {
-    fn put(&mut self, bytes: &[u8]);
-}
-
-impl Sink for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-/// Writes into a buffer sized by `encoded_len`.
-struct Cursor<'a> {
-    bytes: &'a mut [u8],
-    at: usize,
-}
-
-impl Sink for Cursor<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        let end = self.at + bytes.len();
-        if let Some(slot) = self.bytes.get_mut(self.at..end) {
-            slot.copy_from_slice(bytes);
-        }
-        self.at = end;
-    }
-}
-
-fn write_message(message: &NewMessage, out: &mut impl Sink) -> Result<()> {
+fn write_message(message: &NewMessage, out: &mut Vec<u8>) -> Result<()> {
     if message.headers.len() > MAX_HEADERS {
         return Err(Error::InvalidArgument(format!(
             "{} headers exceed the limit of {MAX_HEADERS}",
             message.headers.len()
         )));
     }
-    out.put(&[MESSAGE_FORMAT_V1]);
-    out.put(&0u64.to_le_bytes());
+    out.extend_from_slice(&[MESSAGE_FORMAT_V1]);
+    out.extend_from_slice(&0u64.to_le_bytes());
     match &message.key {
-        None => out.put(&0u32.to_le_bytes()),
+        None => out.extend_from_slice(&0u32.to_le_bytes()),
         Some(key) => {
-            out.put(&len_u32(key.len())?.saturating_add(1).to_le_bytes());
-            out.put(key);
+            out.extend_from_slice(&len_u32(key.len())?.saturating_add(1).to_le_bytes());
+            out.extend_from_slice(key);
         }
     }
-    out.put(&(message.headers.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(message.headers.len() as u16).to_le_bytes());
     for (name, value) in &message.headers {
         let name_len = u16::try_from(name.len())
             .map_err(|_| Error::InvalidArgument("header name longer than 65535 bytes".into()))?;
-        out.put(&name_len.to_le_bytes());
-        out.put(name.as_bytes());
-        out.put(&len_u32(value.len())?.to_le_bytes());
-        out.put(value.as_bytes());
+        out.extend_from_slice(&name_len.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&len_u32(value.len())?.to_le_bytes());
+        out.extend_from_slice(value.as_bytes());
     }
-    out.put(&message.payload);
+    out.extend_from_slice(&message.payload);
     Ok(())
 }
 
@@ -121,27 +86,116 @@ fn len_u32(len: usize) -> Result<u32> {
     u32::try_from(len).map_err(|_| Error::InvalidArgument("field longer than 4 GiB".into()))
 }
 
-/// Writes `timestamp_ms` into an encoded message.
-pub fn stamp(encoded: fjall::Slice, timestamp_ms: u64) -> fjall::Slice {
-    let mut view = byteview::ByteView::from(encoded);
-    let stamped = match view.get_mut() {
-        Some(mut bytes) => {
-            if let Some(slot) = bytes.get_mut(TIMESTAMP_RANGE) {
-                slot.copy_from_slice(&timestamp_ms.to_le_bytes());
-            }
-            true
+const RUN_FORMAT_V2: u8 = 2;
+/// Bytes before a run's first message.
+const RUN_HEADER_LEN: usize = 5;
+
+/// Builds the value of a run: messages appended in offset order, each
+/// stamped with its timestamp on the way in.
+#[derive(Debug)]
+pub struct RunBuilder {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl Default for RunBuilder {
+    fn default() -> Self {
+        let mut buf = Vec::with_capacity(4096);
+        buf.push(RUN_FORMAT_V2);
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        RunBuilder { buf, count: 0 }
+    }
+}
+
+impl RunBuilder {
+    /// Appends an encoded message (from [`encode_message`]) with its
+    /// timestamp.
+    pub fn push(&mut self, encoded: &[u8], timestamp_ms: u64) {
+        // Encoded messages are far below 4 GiB (the store's message limit).
+        self.buf
+            .extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+        let at = self.buf.len();
+        self.buf.extend_from_slice(encoded);
+        if let Some(slot) = self
+            .buf
+            .get_mut(at + TIMESTAMP_RANGE.start..at + TIMESTAMP_RANGE.end)
+        {
+            slot.copy_from_slice(&timestamp_ms.to_le_bytes());
         }
-        None => false,
-    };
-    if stamped {
-        return fjall::Slice::from(view);
+        self.count += 1;
     }
-    // Shared (never the case for freshly encoded messages): copy.
-    let mut copy = view.to_vec();
-    if let Some(slot) = copy.get_mut(TIMESTAMP_RANGE) {
-        slot.copy_from_slice(&timestamp_ms.to_le_bytes());
+
+    pub fn count(&self) -> u32 {
+        self.count
     }
-    fjall::Slice::from(copy)
+
+    /// Bytes of the value so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf[1..RUN_HEADER_LEN].copy_from_slice(&self.count.to_le_bytes());
+        self.buf
+    }
+}
+
+/// The messages of a stored log entry, in offset order: a run, or the one
+/// message of an entry from before runs.
+pub fn run_messages(value: &[u8]) -> Result<RunMessages<'_>> {
+    match value.first() {
+        Some(&MESSAGE_FORMAT_V1) => Ok(RunMessages {
+            rest: value,
+            remaining: 1,
+            single: true,
+        }),
+        _ => {
+            let mut reader = Reader::new(value, "message run");
+            reader.version(RUN_FORMAT_V2)?;
+            let remaining = reader.u32()?;
+            Ok(RunMessages {
+                rest: reader.rest(),
+                remaining,
+                single: false,
+            })
+        }
+    }
+}
+
+/// Iterator over the encoded messages of a log entry.
+pub struct RunMessages<'a> {
+    rest: &'a [u8],
+    remaining: u32,
+    single: bool,
+}
+
+impl RunMessages<'_> {
+    /// How many messages the entry holds (those not yet iterated).
+    pub fn remaining(&self) -> u32 {
+        self.remaining
+    }
+}
+
+impl<'a> Iterator for RunMessages<'a> {
+    type Item = Result<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        if self.single {
+            return Some(Ok(std::mem::take(&mut self.rest)));
+        }
+        let mut reader = Reader::new(self.rest, "message run");
+        let message = reader.u32().and_then(|len| reader.bytes(len as usize));
+        self.rest = reader.rest();
+        if message.is_err() {
+            // A torn run yields its error once, then nothing.
+            self.remaining = 0;
+        }
+        Some(message)
+    }
 }
 
 /// Reads only the timestamp of an encoded message.
@@ -475,19 +529,61 @@ mod tests {
     }
 
     #[test]
-    fn messages_round_trip_with_the_stamped_timestamp() {
-        let encoded = encode_message_slice(&sample()).unwrap();
+    fn messages_round_trip_through_a_run_with_their_timestamps() {
+        let encoded = encode_message(&sample()).unwrap();
         assert_eq!(encoded.len(), encoded_len(&sample()));
-        assert_eq!(&*encoded, &encode_message(&sample()).unwrap()[..]);
-        let encoded = stamp(encoded, 1_700_000_000_123);
-        assert_eq!(timestamp_of(&encoded).unwrap(), 1_700_000_000_123);
+        let mut run = RunBuilder::default();
+        run.push(&encoded, 1_700_000_000_123);
+        run.push(
+            &encode_message(&NewMessage::default()).unwrap(),
+            1_700_000_000_124,
+        );
+        assert_eq!(run.count(), 2);
+        let value = run.finish();
+        let messages: Vec<&[u8]> = run_messages(&value)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(timestamp_of(messages[0]).unwrap(), 1_700_000_000_123);
+        assert_eq!(timestamp_of(messages[1]).unwrap(), 1_700_000_000_124);
         let topic: Arc<str> = Arc::from("orders");
-        let decoded = decode_message(&topic, 3, 42, &encoded).unwrap();
+        let decoded = decode_message(&topic, 3, 42, messages[0]).unwrap();
         assert_eq!(decoded.timestamp_ms, 1_700_000_000_123);
         assert_eq!(decoded.key, sample().key);
         assert_eq!(decoded.headers, sample().headers);
         assert_eq!(decoded.payload, sample().payload);
         assert_eq!((decoded.partition, decoded.offset), (3, 42));
+        assert!(
+            decode_message(&topic, 3, 43, messages[1])
+                .unwrap()
+                .payload
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn entries_from_before_runs_read_as_one_message() {
+        let encoded = encode_message(&sample()).unwrap();
+        let messages = run_messages(&encoded).unwrap();
+        assert_eq!(messages.remaining(), 1);
+        let all: Vec<&[u8]> = messages.collect::<Result<_>>().unwrap();
+        assert_eq!(all, [&encoded[..]]);
+    }
+
+    #[test]
+    fn a_torn_run_is_reported_as_corrupt_once() {
+        let mut run = RunBuilder::default();
+        for _ in 0..3 {
+            run.push(&encode_message(&sample()).unwrap(), 1);
+        }
+        let value = run.finish();
+        let torn = &value[..value.len() - 5];
+        let results: Vec<Result<&[u8]>> = run_messages(torn).unwrap().collect();
+        assert_eq!(results.len(), 3);
+        assert!(results[..2].iter().all(Result::is_ok));
+        assert!(matches!(results[2], Err(Error::Corrupt { .. })));
+        assert!(run_messages(&[7, 0, 0]).is_err(), "unknown version");
     }
 
     #[test]

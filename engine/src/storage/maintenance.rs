@@ -133,7 +133,9 @@ pub(crate) fn apply_retention(
             }
             let start = log.start();
             if start > 0 && dropped.get(&(topic.id, partition)) != Some(&start) {
-                let bound = keys::message_key(start);
+                // Not below `start` itself: the entry holding it is a run
+                // that may begin below.
+                let bound = keys::message_key(log.run_start(start)?);
                 log.keyspace
                     .tree
                     .drop_range(..bound)
@@ -178,8 +180,8 @@ pub(crate) fn first_at_or_after(
     let (mut low, mut high) = (start, end);
     while low < high {
         let mid = low + (high - low) / 2;
-        let timestamp = match log.keyspace.get(keys::message_key(mid))? {
-            Some(value) => codec::timestamp_of(&value)?,
+        let timestamp = match log.get(mid)? {
+            Some(encoded) => codec::timestamp_of(&encoded)?,
             None => 0,
         };
         if timestamp < cutoff_ms {

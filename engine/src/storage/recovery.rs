@@ -22,7 +22,7 @@ use super::error::{Error, Result};
 use super::keys;
 use super::shared::Keyspaces;
 use super::subscription::{SubInner, SubscriptionRecord};
-use super::topic::{PartitionLog, Topic, TopicRecord};
+use super::topic::{PartitionLog, Topic, TopicRecord, stored_end};
 use super::write_buffer;
 use super::writer::{MEMTABLE_BYTES, open_log_keyspace};
 
@@ -174,16 +174,7 @@ fn load_partition(
         Some(value) => codec::decode_u64(&value, "start offset")?,
         None => 0,
     };
-    let (next, last_timestamp_ms) = match keyspace.last_key_value() {
-        Some(guard) => {
-            let (key, value) = guard.into_inner()?;
-            (
-                keys::decode_message_key(&key)? + 1,
-                codec::timestamp_of(&value)?,
-            )
-        }
-        None => (start, 0),
-    };
+    let (next, last_timestamp_ms) = stored_end(&keyspace)?.unwrap_or((start, 0));
     Ok(PartitionLog::new(
         keyspace,
         start,

@@ -282,30 +282,23 @@ impl Subscription {
         };
         let topic = &self.inner.topic.name;
         let mut deliveries = Vec::with_capacity((to - from) as usize);
-        let keys = keys::message_key(from)..keys::message_key(to);
-        for guard in log.keyspace.range(keys) {
-            let decoded = guard
-                .into_inner()
-                .map_err(Error::from)
-                .and_then(|(key, value)| {
-                    let offset = keys::decode_message_key(&key)?;
-                    codec::decode_message(topic, partition, offset, &value)
-                });
-            let message = match decoded {
-                Ok(message) => message,
-                Err(error) => return Err((wanted().collect(), error)),
-            };
-            if message.offset < from || skip.binary_search(&message.offset).is_ok() {
-                continue;
+        let scanned = log.scan(from, to, |offset, encoded| {
+            if skip.binary_search(&offset).is_ok() {
+                return Ok(());
             }
+            let message = codec::decode_message(topic, partition, offset, encoded)?;
             let failed = attempts
                 .iter()
-                .find(|(offset, _)| *offset == message.offset)
+                .find(|(at, _)| *at == offset)
                 .map_or(0, |(_, attempts)| *attempts);
             deliveries.push(Delivery {
                 message,
                 attempt: failed + 1,
             });
+            Ok(())
+        });
+        if let Err(error) = scanned {
+            return Err((wanted().collect(), error));
         }
         let offsets: Vec<u64> = wanted().collect();
         if deliveries.len() != offsets.len() {
@@ -334,8 +327,8 @@ impl Subscription {
         for (offset, failed, copy) in entries {
             let encoded = match copy {
                 Some(copy) => copy,
-                None => match log.keyspace.get(keys::message_key(offset)) {
-                    Ok(Some(value)) => value.to_vec(),
+                None => match log.get(offset) {
+                    Ok(Some(value)) => value,
                     Ok(None) => {
                         let detail = format!("{topic}/{partition}@{offset} is scheduled but gone");
                         let error = Error::Corrupt {
@@ -344,7 +337,7 @@ impl Subscription {
                         };
                         return Err((offsets, error));
                     }
-                    Err(error) => return Err((offsets, error.into())),
+                    Err(error) => return Err((offsets, error)),
                 },
             };
             match codec::decode_message(topic, partition, offset, &encoded) {
@@ -444,7 +437,7 @@ fn prepare_publish(topic: String, message: &NewMessage, limit: usize) -> Result<
     Ok(PreparedPublish {
         topic,
         key_hash: message.key.as_deref().map(xxhash_rust::xxh3::xxh3_64),
-        encoded: codec::encode_message_slice(message)?,
+        encoded: codec::encode_message(message)?,
     })
 }
 

@@ -1,12 +1,21 @@
 //! Topics and their partitions in memory: the handles of the partition logs,
 //! the offset counters the writer owns, the durable watermark consumers
-//! read up to, and the partitioner.
+//! read up to, the partitioner, and reading a partition's log.
+//!
+//! A log entry holds a run of consecutive messages under the first one's
+//! offset (`codec.rs`), so a read at offset `o` starts at the last entry
+//! whose key is at most `o` (one reverse seek) and skips the messages of
+//! that run below `o`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fjall::Keyspace;
+
+use super::codec;
+use super::error::{Error, Result};
+use super::keys;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -47,6 +56,78 @@ impl PartitionLog {
     pub fn start(&self) -> u64 {
         self.start.load(Ordering::Acquire)
     }
+
+    /// Calls `each` with the offset and encoded bytes of every stored
+    /// message in `[from, to)`, in order; stops at the first error. Blocking.
+    pub fn scan(
+        &self,
+        from: u64,
+        to: u64,
+        mut each: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let first = self.run_start(from)?;
+        for guard in self
+            .keyspace
+            .range(keys::message_key(first)..keys::message_key(to))
+        {
+            let (key, value) = guard.into_inner()?;
+            let run_first = keys::decode_message_key(&key)?;
+            for (index, message) in codec::run_messages(&value)?.enumerate() {
+                let offset = run_first + index as u64;
+                if offset >= to {
+                    return Ok(());
+                }
+                let message = message?;
+                if offset >= from {
+                    each(offset, message)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The encoded message at `offset`, if stored. Blocking.
+    pub fn get(&self, offset: u64) -> Result<Option<Vec<u8>>> {
+        let mut found = None;
+        self.scan(offset, offset.saturating_add(1), |_, message| {
+            found = Some(message.to_vec());
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// Key (first offset) of the entry that holds `offset`, or `offset`
+    /// itself if no entry starts at or below it. Blocking.
+    pub fn run_start(&self, offset: u64) -> Result<u64> {
+        match self
+            .keyspace
+            .range(..=keys::message_key(offset))
+            .next_back()
+        {
+            Some(guard) => keys::decode_message_key(&guard.key()?),
+            None => Ok(offset),
+        }
+    }
+}
+
+/// The end of a partition's stored log: the offset after its last message
+/// and that message's timestamp, or `None` if it holds nothing. Blocking.
+pub(crate) fn stored_end(keyspace: &Keyspace) -> Result<Option<(u64, u64)>> {
+    let Some(guard) = keyspace.last_key_value() else {
+        return Ok(None);
+    };
+    let (key, value) = guard.into_inner()?;
+    let first = keys::decode_message_key(&key)?;
+    let messages = codec::run_messages(&value)?;
+    let count = u64::from(messages.remaining());
+    let last = messages.last().ok_or_else(|| Error::Corrupt {
+        what: "message run",
+        detail: format!("the entry at offset {first} holds no message"),
+    })??;
+    Ok(Some((first + count, codec::timestamp_of(last)?)))
 }
 
 /// A topic: a fixed set of partitions.

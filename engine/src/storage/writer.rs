@@ -39,6 +39,13 @@ pub(crate) const MAX_DEAD_PER_COMMAND: usize = 10_000;
 /// Memtable size of every keyspace: small enough that dozens of partitions
 /// stay within the memory budget, large enough for sequential flushes.
 pub(crate) const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+/// Most messages, and bytes, in one log entry (a run). A group's appends to
+/// a partition become one entry instead of one per message (one journal
+/// entry, one memtable insert, one item to flush and to iterate), up to
+/// these bounds: a read at an offset decodes at most one run's worth of
+/// messages before it.
+const MAX_RUN_MESSAGES: u32 = 512;
+const MAX_RUN_BYTES: usize = 64 * 1024;
 
 /// A message to publish as an effect, prepared (validated and encoded) by
 /// the caller so the writer only assigns an offset.
@@ -47,7 +54,7 @@ pub(crate) struct PreparedPublish {
     pub topic: String,
     /// xxh3 of the key, or `None` for round-robin.
     pub key_hash: Option<u64>,
-    pub encoded: fjall::Slice,
+    pub encoded: Vec<u8>,
 }
 
 /// One settled message as the writer receives it.
@@ -71,7 +78,7 @@ pub(crate) enum Command {
     Append {
         topic: Arc<Topic>,
         /// (partition, encoded message)
-        records: Vec<(u32, fjall::Slice)>,
+        records: Vec<(u32, Vec<u8>)>,
         reply: Reply<Vec<Position>>,
     },
     Subscribe {
@@ -138,9 +145,11 @@ struct Group {
     /// group's changelog record (at commit), so a hot counter costs one
     /// write per group, not one per message.
     overlay: foldhash::HashMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Partitions appended to: their durable ends move after the commit.
-    touched: Vec<(Arc<Topic>, u32)>,
-    touched_set: foldhash::HashSet<(u32, u32)>,
+    /// The partitions appended to, each with its run of messages not yet
+    /// in the batch: their durable ends move after the commit.
+    runs: Vec<Run>,
+    /// (topic id, partition) -> index in `runs`.
+    run_of: foldhash::HashMap<(u32, u32), usize>,
     /// Subscriptions whose waiters must be woken after the commit.
     woken: Vec<Arc<SubInner>>,
     /// Partitions whose lease ended in this group (settled batches): their
@@ -149,6 +158,33 @@ struct Group {
     /// fsync with this group whatever the policy says.
     force_sync: bool,
     done: Vec<Done>,
+}
+
+/// A group's appends to one partition not yet in its batch.
+struct Run {
+    topic: Arc<Topic>,
+    partition: u32,
+    /// Offset of the run's first message.
+    first: u64,
+    messages: codec::RunBuilder,
+}
+
+impl Run {
+    /// Puts the run (if any) into the batch as one entry; the next append
+    /// starts a new one.
+    fn close(&mut self, batch: &mut OwnedWriteBatch) {
+        if self.messages.count() == 0 {
+            return;
+        }
+        let messages = std::mem::take(&mut self.messages);
+        if let Some(log) = self.topic.partition(self.partition) {
+            batch.insert(
+                &log.keyspace,
+                keys::message_key(self.first),
+                messages.finish(),
+            );
+        }
+    }
 }
 
 pub(crate) struct Writer {
@@ -239,8 +275,8 @@ impl Writer {
         let mut group = Group {
             batch: self.shared.db.batch(),
             overlay: Default::default(),
-            touched: Vec::new(),
-            touched_set: Default::default(),
+            runs: Vec::new(),
+            run_of: Default::default(),
             woken: Vec::new(),
             leases_ended: Vec::new(),
             force_sync: false,
@@ -264,6 +300,9 @@ impl Writer {
             finish(group.done, Some(&error));
             return;
         }
+        for run in &mut group.runs {
+            run.close(&mut group.batch);
+        }
         let writes = group.overlay.drain().collect();
         let staged = self
             .checkpoints
@@ -274,7 +313,10 @@ impl Writer {
                 // Committed: now (and only now) readers may see the values.
                 self.checkpoints.committed(&self.shared, staged);
                 Stats::add(&self.shared.stats.group_commits, 1);
-                for (topic, partition) in &group.touched {
+                for Run {
+                    topic, partition, ..
+                } in &group.runs
+                {
                     if let Some(log) = topic.partition(*partition) {
                         let next = log.next.load(Ordering::Acquire);
                         log.durable.send_if_modified(|end| {
@@ -445,7 +487,7 @@ impl Writer {
     fn append(
         &mut self,
         topic: &Arc<Topic>,
-        records: Vec<(u32, fjall::Slice)>,
+        records: Vec<(u32, Vec<u8>)>,
         group: &mut Group,
     ) -> Vec<Position> {
         let now = now_ms();
@@ -461,7 +503,7 @@ impl Writer {
         &mut self,
         topic: &Arc<Topic>,
         partition: u32,
-        encoded: fjall::Slice,
+        encoded: Vec<u8>,
         now: u64,
         group: &mut Group,
     ) -> Position {
@@ -470,13 +512,31 @@ impl Writer {
         let offset = log.next.fetch_add(1, Ordering::AcqRel);
         let timestamp = now.max(log.last_timestamp_ms.load(Ordering::Relaxed));
         log.last_timestamp_ms.store(timestamp, Ordering::Relaxed);
-        let encoded = codec::stamp(encoded, timestamp);
-        group
-            .batch
-            .insert(&log.keyspace, keys::message_key(offset), encoded);
-        if group.touched_set.insert((topic.id, partition)) {
-            group.touched.push((Arc::clone(topic), partition));
+        let Group {
+            runs,
+            run_of,
+            batch,
+            ..
+        } = group;
+        let index = *run_of.entry((topic.id, partition)).or_insert_with(|| {
+            runs.push(Run {
+                topic: Arc::clone(topic),
+                partition,
+                first: offset,
+                messages: codec::RunBuilder::default(),
+            });
+            runs.len() - 1
+        });
+        let run = &mut runs[index];
+        let full = run.messages.count() >= MAX_RUN_MESSAGES
+            || run.messages.len() + encoded.len() > MAX_RUN_BYTES;
+        if full {
+            run.close(batch);
         }
+        if run.messages.count() == 0 {
+            run.first = offset;
+        }
+        run.messages.push(&encoded, timestamp);
         Position { partition, offset }
     }
 
@@ -872,11 +932,7 @@ fn read_message(topic: &Topic, partition: u32, offset: u64) -> Result<Vec<u8>> {
     let Some(log) = topic.partition(partition) else {
         return Ok(Vec::new());
     };
-    Ok(log
-        .keyspace
-        .get(keys::message_key(offset))?
-        .map(|value| value.to_vec())
-        .unwrap_or_default())
+    Ok(log.get(offset)?.unwrap_or_default())
 }
 
 fn answer<T>(reply: Reply<T>, result: Result<T>) {
