@@ -212,6 +212,78 @@ impl TopicRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::types::NewMessage;
+    use fjall::AbstractTree;
+
+    /// A log whose entries are runs of `runs[i]` messages each (payload =
+    /// offset), every run flushed into a table of its own.
+    fn log_of_runs(dir: &std::path::Path, runs: &[u64]) -> PartitionLog {
+        let db = fjall::Database::builder(dir).open().unwrap();
+        let ks = db
+            .keyspace("p", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let mut offset = 0;
+        for &count in runs {
+            let first = offset;
+            let mut run = codec::RunBuilder::default();
+            for _ in 0..count {
+                let message = NewMessage {
+                    payload: offset.to_string().into_bytes(),
+                    ..NewMessage::default()
+                };
+                run.push(&codec::encode_message(&message).unwrap(), offset);
+                offset += 1;
+            }
+            ks.insert(keys::message_key(first), run.finish()).unwrap();
+            ks.rotate_memtable_and_wait().unwrap();
+        }
+        PartitionLog::new(ks, 0, offset, 0)
+    }
+
+    fn payloads(log: &PartitionLog, from: u64, to: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        log.scan(from, to, |offset, encoded| {
+            let message = codec::decode_message(&Arc::from("t"), 0, offset, encoded)?;
+            assert_eq!(
+                String::from_utf8_lossy(&message.payload),
+                offset.to_string()
+            );
+            out.push(offset.to_string());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn reads_start_inside_runs_and_cross_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_of_runs(dir.path(), &[10, 1, 5]);
+        let all: Vec<String> = (0..16).map(|o| o.to_string()).collect();
+        assert_eq!(payloads(&log, 0, 16), all);
+        assert_eq!(payloads(&log, 3, 12), all[3..12]);
+        assert_eq!(payloads(&log, 10, 11), ["10"]);
+        assert_eq!(payloads(&log, 15, 99), ["15"]);
+        assert!(payloads(&log, 16, 20).is_empty());
+        assert_eq!(log.run_start(13).unwrap(), 11);
+        assert_eq!(log.run_start(10).unwrap(), 10);
+        assert!(log.get(7).unwrap().is_some());
+        assert!(log.get(16).unwrap().is_none());
+        assert_eq!(stored_end(&log.keyspace).unwrap(), Some((16, 15)));
+    }
+
+    #[test]
+    fn dropping_below_the_run_that_holds_the_floor_keeps_the_floor() {
+        // Runs [0, 10) and [10, 20), each alone in a table. With the floor
+        // at 15, only the first table may go: its run lies wholly below.
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_of_runs(dir.path(), &[10, 10]);
+        let bound = keys::message_key(log.run_start(15).unwrap());
+        log.keyspace.tree.drop_range(..bound).unwrap();
+        assert!(log.get(5).unwrap().is_none(), "the old table went");
+        let kept: Vec<String> = (15..20).map(|o| o.to_string()).collect();
+        assert_eq!(payloads(&log, 15, 20), kept);
+    }
 
     #[test]
     fn the_partitioner_is_stable_for_keys_and_spreads_keyless_messages() {
