@@ -49,6 +49,17 @@ impl StateReader for StoreState {
             .state_get(namespace, key)
             .map_err(|error| error.to_string())
     }
+
+    fn read(
+        &self,
+        namespace: &str,
+        key: &str,
+        f: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<(), String> {
+        self.0
+            .state_read(namespace, key, f)
+            .map_err(|error| error.to_string())
+    }
 }
 
 /// The running dispatcher.

@@ -12,6 +12,7 @@
 //! A call over a limit fails with `limit-exceeded`; it never grows host
 //! memory without bound.
 
+use std::collections::hash_map::Entry;
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -103,12 +104,26 @@ impl WasiView for HostState {
 }
 
 /// One key's staged write, as the handler sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Staged {
     /// The value after the staged writes (`None`: absent).
     view: Option<Vec<u8>>,
     /// How it commits.
     change: Change,
+    /// The message that wrote it last, and what it held before that
+    /// message: restored if the message is not acknowledged.
+    writer: u64,
+    before: Before,
+}
+
+#[derive(Debug)]
+enum Before {
+    /// The batch had not written the key.
+    Absent,
+    Was {
+        view: Option<Vec<u8>>,
+        change: Change,
+    },
 }
 
 impl Staged {
@@ -144,15 +159,16 @@ enum Change {
 
 /// Staged effects, coalesced per batch.
 ///
-/// A message's writes go into `current`, which starts from what the batch's
-/// acknowledged messages left (`batch`); an ack moves them into `batch`, any
-/// other outcome drops them. So each key has one staged write per batch,
-/// whatever number of calls made it: a counter every message increments
-/// costs one `Increment` of the summed deltas, a key set by many messages
-/// one `Set` of the last value. That is what committing every message's
-/// writes in order would leave, because a batch's acknowledgements commit
-/// together in one atomic write (see [`Staging::take_batch`]). Publishes
-/// keep their order.
+/// `staged` holds each key as the batch's writes left it: the acknowledged
+/// messages' and the current message's. A message's first write to a key
+/// keeps what the key held before it; an ack leaves the new value, any
+/// other outcome puts the old one back (rare: a scan of the batch's keys).
+/// So each key has one staged write per batch, whatever number of calls
+/// made it: a counter every message increments costs one `Increment` of
+/// the summed deltas, a key set by many messages one `Set` of the last
+/// value. That is what committing every message's writes in order would
+/// leave, because a batch's acknowledgements commit together in one atomic
+/// write (see [`Staging::take_batch`]). Publishes keep their order.
 #[derive(Default)]
 pub struct Staging {
     /// The current message's publishes, in call order.
@@ -161,55 +177,67 @@ pub struct Staging {
     writes: usize,
     /// Bytes the current message staged (payloads and values).
     bytes: usize,
-    /// Keys the current message wrote, as it left them (starting from the
-    /// batch's view of each).
-    current: foldhash::HashMap<String, Staged>,
-    /// Keys the batch's acknowledged messages wrote, as they left them.
-    batch: foldhash::HashMap<String, Staged>,
+    /// Numbers the messages of a batch, from 1.
+    message: u64,
+    /// Every key the batch wrote, as the current message sees it.
+    staged: foldhash::HashMap<String, Staged>,
     /// The acknowledged messages' publishes, in order.
     batch_publishes: Vec<(String, NewMessage)>,
 }
 
 impl Staging {
     fn lookup(&self, key: &str) -> Option<&Option<Vec<u8>>> {
-        self.current
-            .get(key)
-            .or_else(|| self.batch.get(key))
-            .map(|staged| &staged.view)
+        self.staged.get(key).map(|staged| &staged.view)
     }
 
     /// Starts a message: nothing of it is staged yet.
     pub fn begin_message(&mut self) {
         self.publishes.clear();
-        self.current.clear();
+        self.message += 1;
         self.writes = 0;
         self.bytes = 0;
     }
 
     /// Ends the current message: if it was acknowledged, its effects join
     /// the batch's (and its writes stay visible to the rest of the batch);
-    /// otherwise they are dropped.
+    /// otherwise they are undone.
     pub fn finish_message(&mut self, acknowledged: bool) {
         if acknowledged {
-            // `current` entries started from the batch's, so they replace them.
-            self.batch.extend(self.current.drain());
             self.batch_publishes.append(&mut self.publishes);
+        } else if self.writes > 0 {
+            let message = self.message;
+            self.staged.retain(|_, staged| {
+                if staged.writer != message {
+                    return true;
+                }
+                staged.writer = 0;
+                match std::mem::replace(&mut staged.before, Before::Absent) {
+                    Before::Absent => false,
+                    Before::Was { view, change } => {
+                        staged.view = view;
+                        staged.change = change;
+                        true
+                    }
+                }
+            });
         }
         self.begin_message();
     }
 
     /// Starts a batch: everything before it is committed (or dropped).
     pub fn begin_batch(&mut self) {
-        self.batch.clear();
+        self.staged.clear();
         self.batch_publishes.clear();
+        self.message = 0;
         self.begin_message();
     }
 
     /// The coalesced effects of the batch's acknowledged messages, to commit
-    /// with their acknowledgements; the batch starts over empty.
+    /// with their acknowledgements; the batch starts over empty. Call it
+    /// between messages (after `finish_message`).
     pub fn take_batch(&mut self) -> Effects {
         let state = self
-            .batch
+            .staged
             .drain()
             .map(|(key, staged)| match (staged.change, staged.view) {
                 (Change::Add(delta), _) => StateOp::Increment { key, delta },
@@ -247,35 +275,66 @@ impl Staging {
     /// Stages an absolute write (`set`, or `delete` with `None`).
     fn write(&mut self, key: String, value: Option<Vec<u8>>) -> Result<(), WitError> {
         self.charge_write(key.len() + value.as_ref().map_or(0, Vec::len))?;
-        let staged = Staged {
-            view: value,
-            change: Change::Write,
-        };
-        self.current.insert(key, staged);
+        let message = self.message;
+        match self.staged.entry(key) {
+            Entry::Occupied(mut entry) => {
+                let staged = entry.get_mut();
+                if staged.writer != message {
+                    let view = std::mem::take(&mut staged.view);
+                    staged.before = Before::Was {
+                        view,
+                        change: staged.change,
+                    };
+                    staged.writer = message;
+                }
+                staged.view = value;
+                staged.change = Change::Write;
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(Staged {
+                    view: value,
+                    change: Change::Write,
+                    writer: message,
+                    before: Before::Absent,
+                });
+            }
+        }
         Ok(())
     }
 
-    /// Stages `key += delta` on top of `committed` (read only when neither
-    /// this message nor the batch wrote `key`) and returns the new value.
+    /// Stages `key += delta` on top of the `committed` counter (read only
+    /// when the batch has not written `key`) and returns the new value.
     fn increment(
         &mut self,
         key: String,
         delta: i64,
-        committed: impl FnOnce(&str) -> Result<Option<Vec<u8>>, WitError>,
+        committed: impl FnOnce(&str) -> Result<i64, WitError>,
     ) -> Result<i64, WitError> {
         self.charge_write(key.len() + 8)?;
-        if let Some(staged) = self.current.get_mut(&key) {
+        let message = self.message;
+        if let Some(staged) = self.staged.get_mut(&key) {
+            if staged.writer != message {
+                staged.before = Before::Was {
+                    view: staged.view.clone(),
+                    change: staged.change,
+                };
+                staged.writer = message;
+            }
             return staged.add(delta);
         }
-        let mut staged = match self.batch.get(&key) {
-            Some(staged) => staged.clone(),
-            None => Staged {
-                view: committed(&key)?,
-                change: Change::Add(0),
-            },
+        let new = committed(&key)?
+            .checked_add(delta)
+            .ok_or_else(|| WitError::InvalidArgument("the counter would overflow".into()))?;
+        let mut view = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = write!(view, "{new}");
+        let staged = Staged {
+            view: Some(view),
+            change: Change::Add(delta),
+            writer: message,
+            before: Before::Absent,
         };
-        let new = staged.add(delta)?;
-        self.current.insert(key, staged);
+        self.staged.insert(key, staged);
         Ok(new)
     }
 }
@@ -390,7 +449,12 @@ impl store::Host for HostState {
         check_key(&key)?;
         let (state, name) = (&self.state, &self.plugin.name);
         self.staging.increment(key, delta, |key| {
-            state.get(name, key).map_err(WitError::Other)
+            // Parsed where it lies: a counter read copies nothing.
+            let mut parsed = Ok(0);
+            state
+                .read(name, key, &mut |value| parsed = parse_counter(value))
+                .map_err(WitError::Other)?;
+            parsed
         })
     }
 }
@@ -451,8 +515,8 @@ pub(super) fn truncate(text: &str, max: usize) -> &str {
 mod tests {
     use super::*;
 
-    fn committed(value: Option<&str>) -> impl FnOnce(&str) -> Result<Option<Vec<u8>>, WitError> {
-        move |_| Ok(value.map(|v| v.as_bytes().to_vec()))
+    fn committed(value: Option<&str>) -> impl FnOnce(&str) -> Result<i64, WitError> {
+        move |_| parse_counter(value.map(str::as_bytes))
     }
 
     fn sorted(effects: &Effects) -> Vec<StateOp> {
@@ -548,6 +612,46 @@ mod tests {
                 StateOp::Set {
                     key: "n".into(),
                     value: b"6".to_vec()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_that_is_not_acknowledged_leaves_the_batch_as_it_was() {
+        let never = |_: &str| -> Result<i64, WitError> { panic!("read again") };
+        let mut staging = Staging::default();
+        staging.begin_batch();
+        assert_eq!(
+            staging.increment("n".into(), 5, committed(Some("1"))).ok(),
+            Some(6)
+        );
+        staging.write("s".into(), Some(b"a".to_vec())).expect("set");
+        staging.finish_message(true);
+        // The next message writes `n` twice, `s` and a new key, then fails.
+        assert_eq!(staging.increment("n".into(), 1, never).ok(), Some(7));
+        assert_eq!(staging.increment("n".into(), 1, never).ok(), Some(8));
+        staging.write("s".into(), None).expect("delete");
+        staging
+            .write("new".into(), Some(b"x".to_vec()))
+            .expect("set");
+        staging.finish_message(false);
+        assert_eq!(staging.lookup("n"), Some(&Some(b"6".to_vec())));
+        assert_eq!(staging.lookup("s"), Some(&Some(b"a".to_vec())));
+        assert_eq!(staging.lookup("new"), None);
+        // One more acknowledged increment: the batch commits +6 in all.
+        assert_eq!(staging.increment("n".into(), 1, never).ok(), Some(7));
+        staging.finish_message(true);
+        assert_eq!(
+            sorted(&staging.take_batch()),
+            [
+                StateOp::Increment {
+                    key: "n".into(),
+                    delta: 6
+                },
+                StateOp::Set {
+                    key: "s".into(),
+                    value: b"a".to_vec()
                 },
             ]
         );

@@ -51,6 +51,9 @@ pub struct PluginInstance {
     bindings: Consumer,
     usable: bool,
     deadline_ticks: u64,
+    /// The topic name as the last message carried it: reused, so lowering
+    /// a message allocates no `String` for it.
+    topic: String,
 }
 
 impl PluginInstance {
@@ -61,6 +64,7 @@ impl PluginInstance {
             bindings,
             usable: true,
             deadline_ticks,
+            topic: String::new(),
         }
     }
 
@@ -98,8 +102,13 @@ impl PluginInstance {
                 message.offset,
             ));
         }
+        let mut topic = std::mem::take(&mut self.topic);
+        if topic != *message.topic {
+            topic.clear();
+            topic.push_str(&message.topic);
+        }
         let wit = WitMessage {
-            topic: message.topic.to_string(),
+            topic,
             partition: message.partition,
             offset: message.offset,
             key: message.key,
@@ -113,6 +122,7 @@ impl PluginInstance {
             .bindings
             .courier_plugin_handler()
             .call_handle(&mut self.store, &wit);
+        self.topic = wit.topic;
         let host = self.store.data_mut();
         host.current = None;
         match result {

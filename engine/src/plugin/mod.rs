@@ -46,6 +46,19 @@ mod bindings {
 pub trait StateReader: Send + Sync {
     /// The committed value of `key` in `namespace` (the plugin's name).
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, String>;
+
+    /// Calls `f` with the committed value of `key` (`None`: absent), in
+    /// place if the reader can: an increment only parses the value.
+    fn read(
+        &self,
+        namespace: &str,
+        key: &str,
+        f: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<(), String> {
+        let value = self.get(namespace, key)?;
+        f(value.as_deref());
+        Ok(())
+    }
 }
 
 /// Why a plugin could not be loaded or instantiated.

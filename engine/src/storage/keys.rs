@@ -160,6 +160,14 @@ pub fn state_key(namespace: &str, key: &str) -> Vec<u8> {
     out
 }
 
+/// [`state_key`] into `out` (cleared first), reusing its buffer.
+pub fn state_key_into(namespace: &str, key: &str, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(namespace.len().min(255) as u8);
+    out.extend_from_slice(namespace.as_bytes());
+    out.extend_from_slice(key.as_bytes());
+}
+
 pub fn state_prefix(namespace: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + namespace.len() + 16);
     // Names are validated to at most MAX_NAME_LEN (< 256) bytes.
@@ -221,6 +229,9 @@ mod tests {
     fn state_namespaces_never_prefix_each_other() {
         assert!(!state_key("ab", "c").starts_with(&state_prefix("a")));
         assert!(state_key("a", "bc").starts_with(&state_prefix("a")));
+        let mut reused = b"left over from before".to_vec();
+        state_key_into("a", "bc", &mut reused);
+        assert_eq!(reused, state_key("a", "bc"));
     }
 
     #[test]

@@ -631,12 +631,30 @@ impl Store {
 
     /// A subscriber's committed state value. Blocking.
     pub fn state_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        let key = keys::state_key(namespace, key);
-        if let Some(held) = self.shared.state_table.get(&key) {
-            return Ok(held);
+        self.state_read(namespace, key, |value| value.map(<[u8]>::to_vec))
+    }
+
+    /// `f` of a subscriber's committed state value (`None`: absent), read
+    /// in place where it can be (a counter is parsed, not copied). Blocking;
+    /// `f` may run under a lock of the state table, so keep it short.
+    pub fn state_read<R>(
+        &self,
+        namespace: &str,
+        key: &str,
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
+        thread_local! {
+            // Plugins read state on nearly every message: the full key is
+            // built in a buffer of the calling thread, not a new one each time.
+            static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let value = self.shared.ks.state.get(key)?;
-        Ok(value.map(|value| value.to_vec()))
+        KEY.with_borrow_mut(|full| {
+            keys::state_key_into(namespace, key, full);
+            match self.shared.state_table.read(full, f) {
+                Ok(result) => Ok(result),
+                Err(f) => Ok(f(self.shared.ks.state.get(&full[..])?.as_deref())),
+            }
+        })
     }
 
     /// Up to `limit` committed state entries of a namespace whose keys

@@ -111,16 +111,24 @@ impl StateTable {
     }
 
     /// The committed value of `key` if held: `Some(None)` = deleted.
+    #[cfg(test)]
     pub fn get(&self, key: &[u8]) -> Option<Value> {
+        self.read(key, |value| value.map(<[u8]>::to_vec)).ok()
+    }
+
+    /// `f` of the committed value of `key` (`None` = deleted) if held,
+    /// without copying it; `f` back if not. `f` runs under the shard's
+    /// lock, so keep it short.
+    pub fn read<R, F: FnOnce(Option<&[u8]>) -> R>(&self, key: &[u8], f: F) -> Result<R, F> {
         let shard = lock(self.shard(key));
-        if let Some(dirty) = shard.dirty.get(key) {
-            return Some(dirty.value.clone());
-        }
-        shard
-            .current
-            .get(key)
-            .or_else(|| shard.previous.get(key))
-            .cloned()
+        let value = match shard.dirty.get(key) {
+            Some(dirty) => &dirty.value,
+            None => match shard.current.get(key).or_else(|| shard.previous.get(key)) {
+                Some(value) => value,
+                None => return Err(f),
+            },
+        };
+        Ok(f(value.as_deref()))
     }
 
     /// Records a value committed in changelog record `seq`. Writer only,

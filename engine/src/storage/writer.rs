@@ -791,21 +791,14 @@ impl Writer {
             }
             StateOp::Increment { key, delta } => {
                 let key = keys::state_key(namespace, &key);
-                let current = match group.overlay.get(&key) {
-                    Some(value) => value.clone(),
-                    None => match self.shared.state_table.get(&key) {
-                        Some(held) => held,
-                        None => state.get(&key)?.map(|value| value.to_vec()),
+                // Read in place: the value is only parsed, never copied.
+                let base = match group.overlay.get(&key) {
+                    Some(value) => counter(value.as_deref()),
+                    None => match self.shared.state_table.read(&key, counter) {
+                        Ok(base) => base,
+                        Err(_) => counter(state.get(&key)?.as_deref()),
                     },
                 };
-                // A value that is not a decimal integer counts as 0: the host
-                // refuses to stage increments on such values, so this only
-                // happens when a concurrent `set` raced the increment.
-                let base = current
-                    .as_deref()
-                    .and_then(|bytes| std::str::from_utf8(bytes).ok())
-                    .and_then(|text| text.trim().parse::<i64>().ok())
-                    .unwrap_or(0);
                 let value = base.saturating_add(delta).to_string().into_bytes();
                 group.overlay.insert(key, Some(value));
             }
@@ -906,6 +899,16 @@ impl Writer {
             group.woken.push(sub);
         }
     }
+}
+
+/// A counter's value for an increment; a value that is not a decimal
+/// integer counts as 0 (the host refuses to stage increments on such values,
+/// so this only happens when a concurrent `set` raced the increment).
+fn counter(value: Option<&[u8]>) -> i64 {
+    value
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .unwrap_or(0)
 }
 
 /// Opens (or creates) the log keyspace of one partition. Without bloom
