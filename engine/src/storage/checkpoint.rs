@@ -12,12 +12,16 @@
 //! however often it was written meanwhile.
 //!
 //! A checkpoint pass starts once [`StoreConfig::state_checkpoint_bytes`] of
-//! changelog piled up since the last one began. It takes the keys written
-//! up to then (sequence number `upto`), sorted, and copies
-//! [`CHUNK_KEYS`] of them into `state` with each following group commit,
-//! so no commit stalls on a whole pass. The commit that copies the last
-//! chunk also records `upto` as the checkpoint (`offsets`,
-//! [`keys::STATE_CHECKPOINT_KEY`]).
+//! changelog piled up since the last one began, at sequence number `upto`.
+//! It walks the state table shard by shard, lists each shard's dirty keys
+//! (sorted, so neighbouring inserts share their skiplist path) and copies
+//! [`CHUNK_KEYS`] of them into `state` with each following group commit:
+//! no commit stalls on a whole pass (listing and sorting every dirty key at
+//! once stalled the writer for tens of milliseconds). Every key dirty at
+//! `upto` is still dirty when its shard is listed, so the commit that
+//! copies the last chunk records `upto` as the checkpoint (`offsets`,
+//! [`keys::STATE_CHECKPOINT_KEY`]). Keys written after `upto` may be copied
+//! too, which is harmless.
 //!
 //! # Invariants
 //!
@@ -42,7 +46,7 @@ use super::shared::Shared;
 
 /// Most keys one group commit copies into `state` during a pass: bounds
 /// what a pass adds to any one commit (a few milliseconds at most).
-pub(crate) const CHUNK_KEYS: usize = 2048;
+pub(crate) const CHUNK_KEYS: usize = 512;
 /// Largest changelog record: a group that wrote more state gets several
 /// (fjall values should stay far below its limits, and replay decodes one
 /// record at a time).
@@ -67,7 +71,10 @@ pub(crate) struct Staged {
 struct Pass {
     /// `state` will hold every value of the records up to this one.
     upto: u64,
-    /// Keys still to copy, sorted, distinct (popped from the end).
+    /// The next shard of the state table to list.
+    next_shard: usize,
+    /// Keys of the listed shard still to copy, sorted descending (copied
+    /// from the end, so in ascending order).
     keys: Vec<Vec<u8>>,
 }
 
@@ -156,21 +163,28 @@ impl Checkpointer {
             return (Vec::new(), None);
         };
         let state = &shared.ks.state;
-        let from = pass.keys.len().saturating_sub(CHUNK_KEYS);
-        let mut copied = Vec::with_capacity(pass.keys.len() - from);
-        // Ascending order: neighbouring inserts share their skiplist path.
-        for key in pass.keys.drain(from..).rev() {
-            // Clean already means copied by an earlier pass.
-            let Some(dirty) = shared.state_table.dirty(&key) else {
+        let table = &shared.state_table;
+        let mut copied = Vec::with_capacity(CHUNK_KEYS);
+        while copied.len() < CHUNK_KEYS {
+            let Some(key) = pass.keys.pop() else {
+                if pass.next_shard == table.shard_count() {
+                    break;
+                }
+                pass.keys = table.dirty_keys_of(pass.next_shard);
+                pass.keys.sort_unstable_by(|a, b| b.cmp(a));
+                pass.next_shard += 1;
                 continue;
             };
-            match &dirty.value {
-                Some(value) => batch.insert(state, key.as_slice(), value.as_slice()),
+            // Clean already means copied since the shard was listed.
+            let seq = table.read_dirty(&key, |value| match value {
+                Some(value) => batch.insert(state, key.as_slice(), value),
                 None => batch.remove(state, key.as_slice()),
+            });
+            if let Some(seq) = seq {
+                copied.push((key, seq));
             }
-            copied.push((key, dirty.seq));
         }
-        if !pass.keys.is_empty() {
+        if !pass.keys.is_empty() || pass.next_shard < table.shard_count() {
             return (copied, None);
         }
         let upto = pass.upto;
@@ -198,26 +212,14 @@ impl Checkpointer {
             super::shared::Stats::add(&shared.stats.state_checkpoints, 1);
         }
         if self.pass.is_none() && self.since_pass >= self.threshold {
-            self.start_pass(shared);
+            // Between two commits every dirty value is in a record up to the
+            // last one: the pass copies them all.
+            self.since_pass = 0;
+            self.pass = Some(Pass {
+                upto: self.next_seq - 1,
+                next_shard: 0,
+                keys: Vec::new(),
+            });
         }
-    }
-
-    /// Between two commits every dirty value is in a record up to the last
-    /// one: the pass copies them all. Listing them visits the dirty set
-    /// once per pass (milliseconds), which costs less than tracking the
-    /// written keys on every commit.
-    fn start_pass(&mut self, shared: &Shared) {
-        let mut keys = shared.state_table.dirty_keys();
-        // Descending: chunks come off the end, and are copied in ascending
-        // order.
-        keys.sort_unstable_by(|a, b| b.cmp(a));
-        self.since_pass = 0;
-        if keys.is_empty() {
-            return;
-        }
-        self.pass = Some(Pass {
-            upto: self.next_seq - 1,
-            keys,
-        });
     }
 }

@@ -86,12 +86,6 @@ impl Shard {
     }
 }
 
-/// What a checkpoint needs to write one key.
-pub(crate) struct DirtyValue {
-    pub value: Value,
-    pub seq: u64,
-}
-
 pub(crate) struct StateTable {
     shards: Vec<Mutex<Shard>>,
 }
@@ -145,14 +139,15 @@ impl StateTable {
         shard.dirty_bytes = (shard.dirty_bytes + added).saturating_sub(replaced);
     }
 
-    /// The dirty value of `key`, for a checkpoint to copy into `state`;
-    /// `None` if it is clean (already copied).
-    pub fn dirty(&self, key: &[u8]) -> Option<DirtyValue> {
+    /// Calls `f` with the dirty value of `key` (`None` = deleted), for a
+    /// checkpoint to copy into `state`, and answers the record it came
+    /// from; `None` (and no call) if the key is clean. `f` runs under the
+    /// shard's lock.
+    pub fn read_dirty(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>)) -> Option<u64> {
         let shard = lock(self.shard(key));
-        shard.dirty.get(key).map(|dirty| DirtyValue {
-            value: dirty.value.clone(),
-            seq: dirty.seq,
-        })
+        let dirty = shard.dirty.get(key)?;
+        f(dirty.value.as_deref());
+        Some(dirty.seq)
     }
 
     /// `key`'s value of record `seq` is now in `state` (committed): it
@@ -186,13 +181,16 @@ impl StateTable {
         out
     }
 
-    /// The keys of every dirty entry, unsorted.
-    pub fn dirty_keys(&self) -> Vec<Vec<u8>> {
-        let mut keys = Vec::new();
-        for shard in &self.shards {
-            keys.extend(lock(shard).dirty.keys().cloned());
-        }
-        keys
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The keys of the dirty entries of shard `index`, unsorted.
+    pub fn dirty_keys_of(&self, index: usize) -> Vec<Vec<u8>> {
+        self.shards
+            .get(index)
+            .map(|shard| lock(shard).dirty.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Bytes held by dirty entries (keys, values, overhead).
@@ -267,10 +265,11 @@ mod tests {
         table.commit(b"k".to_vec(), Some(b"1".to_vec()), 1);
         table.commit(b"k".to_vec(), Some(b"2".to_vec()), 2);
         table.checkpointed(b"k", 1);
-        let dirty = table.dirty(b"k").expect("still dirty");
-        assert_eq!((dirty.value, dirty.seq), (Some(b"2".to_vec()), 2));
+        let mut value = None;
+        let seq = table.read_dirty(b"k", |v| value = v.map(<[u8]>::to_vec));
+        assert_eq!((value, seq), (Some(b"2".to_vec()), Some(2)), "still dirty");
         table.checkpointed(b"k", 2);
-        assert!(table.dirty(b"k").is_none());
+        assert_eq!(table.read_dirty(b"k", |_| panic!("clean")), None);
         assert_eq!(table.get(b"k"), some(b"2"), "now a cache entry");
     }
 
