@@ -44,7 +44,7 @@
 //! appends always land at the end: flushed tables never overlap, leveled
 //! compaction only *moves* them (no rewriting), and a read at a cursor is a
 //! single seek. A group commit's appends to one partition are one entry (a
-//! run of up to 512 messages, keyed by the first offset), so the per-entry
+//! run of up to 512 messages or 16 KiB, keyed by the first offset), so the per-entry
 //! costs of fjall (journal entry, memtable insert, flush, iteration) are
 //! paid per run, not per message. Nothing is deleted per message: retention raises a
 //! partition's *floor* and drops whole tables below it (`drop_range`, file
