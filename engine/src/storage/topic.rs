@@ -273,6 +273,42 @@ mod tests {
     }
 
     #[test]
+    fn entries_from_before_runs_read_alongside_runs() {
+        // A store written before runs holds one message per entry; runs
+        // follow it after an upgrade.
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_of_runs(dir.path(), &[]);
+        for offset in 0..3u64 {
+            let message = NewMessage {
+                payload: offset.to_string().into_bytes(),
+                ..NewMessage::default()
+            };
+            let encoded = codec::encode_message(&message).unwrap();
+            log.keyspace
+                .insert(keys::message_key(offset), encoded)
+                .unwrap();
+        }
+        let mut run = codec::RunBuilder::default();
+        for offset in 3..6u64 {
+            let message = NewMessage {
+                payload: offset.to_string().into_bytes(),
+                ..NewMessage::default()
+            };
+            run.push(&codec::encode_message(&message).unwrap(), offset);
+        }
+        log.keyspace
+            .insert(keys::message_key(3), run.finish())
+            .unwrap();
+        let all: Vec<String> = (0..6).map(|o| o.to_string()).collect();
+        assert_eq!(payloads(&log, 0, 6), all);
+        assert_eq!(payloads(&log, 2, 4), all[2..4]);
+        assert_eq!(
+            stored_end(&log.keyspace).unwrap().map(|(next, _)| next),
+            Some(6)
+        );
+    }
+
+    #[test]
     fn dropping_below_the_run_that_holds_the_floor_keeps_the_floor() {
         // Runs [0, 10) and [10, 20), each alone in a table. With the floor
         // at 15, only the first table may go: its run lies wholly below.
