@@ -19,6 +19,7 @@
 //! retention_max_age = "7days"   # "" = no age limit
 //! retention_max_bytes = 0       # 0 = no size limit
 //! background_threads = 0        # fjall flush/compaction threads; 0 = fjall's default
+//! state_checkpoint_bytes = 16777216  # state changelog between checkpoints
 //!
 //! [plugins]
 //! dir = "plugins"
@@ -138,6 +139,7 @@ struct StorageSection {
     retention_max_age: Option<String>,
     retention_max_bytes: Option<u64>,
     background_threads: Option<usize>,
+    state_checkpoint_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -302,6 +304,21 @@ impl Config {
                 ));
             }
             store.background_threads = (threads > 0).then_some(threads);
+        }
+        if let Some(bytes) = storage.state_checkpoint_bytes {
+            if !(storage::MIN_STATE_CHECKPOINT_BYTES..=storage::MAX_STATE_CHECKPOINT_BYTES)
+                .contains(&bytes)
+            {
+                return Err(invalid(
+                    "storage.state_checkpoint_bytes",
+                    format!(
+                        "from {} to {}",
+                        storage::MIN_STATE_CHECKPOINT_BYTES,
+                        storage::MAX_STATE_CHECKPOINT_BYTES
+                    ),
+                ));
+            }
+            store.state_checkpoint_bytes = bytes;
         }
         let mut topic = store.default_topic;
         if let Some(partitions) = storage.partitions {
@@ -469,6 +486,7 @@ mod tests {
             partitions = 4
             retention_max_age = "2h"
             background_threads = 1
+            state_checkpoint_bytes = 4194304
             [plugins]
             dir = "/etc/courier/plugins"
             [log]
@@ -490,6 +508,7 @@ mod tests {
         assert_eq!(config.store.fsync, FsyncPolicy::Never);
         assert_eq!(config.store.default_topic.partitions, 4);
         assert_eq!(config.store.background_threads, Some(1));
+        assert_eq!(config.store.state_checkpoint_bytes, 4 * 1024 * 1024);
         assert_eq!(
             config.store.default_topic.retention.max_age,
             Some(Duration::from_secs(7200))
@@ -508,6 +527,15 @@ mod tests {
         let error =
             load_text("[storage]\nfsync = \"sometimes\"\n", Overrides::default()).unwrap_err();
         assert!(error.to_string().contains("storage.fsync"), "{error}");
+        let error = load_text(
+            "[storage]\nstate_checkpoint_bytes = 10\n",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("storage.state_checkpoint_bytes"),
+            "{error}"
+        );
         let error = load_text("[storage]\npartitions = 0\n", Overrides::default()).unwrap_err();
         assert!(error.to_string().contains("storage.partitions"), "{error}");
         let error =

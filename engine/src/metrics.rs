@@ -249,6 +249,11 @@ impl Collector for StoreCollector {
                 "Latency of the writer's batch commits into fjall, including waits for fjall's locks",
                 &stats.commit,
             ),
+            (
+                "storage_write_stall_seconds",
+                "Waits of the writer for memtable flushes, when the unflushed memtables were over their bound",
+                &stats.write_stalls,
+            ),
         ] {
             encode_latency(&mut encoder, name, help, latency)?;
         }

@@ -108,6 +108,11 @@ pub struct StoreConfig {
 /// most about twice this, in well under a second, and the values written
 /// since the last checkpoint stay in memory (at most about as much).
 pub const DEFAULT_STATE_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
+/// Bounds an operator may set [`StoreConfig::state_checkpoint_bytes`] to:
+/// below 64 KiB checkpoints would run nearly all the time; above 1 GiB
+/// the state held in memory and a reopen's replay grow too large.
+pub const MIN_STATE_CHECKPOINT_BYTES: u64 = 64 * 1024;
+pub const MAX_STATE_CHECKPOINT_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl StoreConfig {
     /// Durable defaults for a store in `dir`.

@@ -103,8 +103,9 @@ use tokio::sync::oneshot;
 pub use config::{
     Backoff, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PARTITIONS, DEFAULT_STATE_CHECKPOINT_BYTES, DeliveryMode,
-    FsyncPolicy, MAX_ATTEMPTS_LIMIT, MAX_BACKGROUND_THREADS, MAX_PARTITIONS, Retention,
-    StartPosition, StoreConfig, SubscriptionSettings, TopicSettings,
+    FsyncPolicy, MAX_ATTEMPTS_LIMIT, MAX_BACKGROUND_THREADS, MAX_PARTITIONS,
+    MAX_STATE_CHECKPOINT_BYTES, MIN_STATE_CHECKPOINT_BYTES, Retention, StartPosition, StoreConfig,
+    SubscriptionSettings, TopicSettings,
 };
 pub use cursor::LeaseTicket;
 pub use error::{Error, Result};
@@ -262,6 +263,9 @@ pub struct StoreStats {
     /// inserts, including any wait for fjall's own locks (which it holds
     /// across file syncs while it seals memtables and registers tables).
     pub commit: LatencyStats,
+    /// The writer's waits for memtable flushes before a commit (when the
+    /// unflushed memtables were over their bound).
+    pub write_stalls: LatencyStats,
     pub disk_bytes: u64,
     /// Bytes in memtables not yet flushed to tables.
     pub write_buffer_bytes: u64,
@@ -776,6 +780,7 @@ impl Store {
             state_dirty_bytes: self.shared.state_table.dirty_bytes() as u64,
             fsync: stats.fsync.snapshot(),
             commit: stats.commit.snapshot(),
+            write_stalls: stats.write_stalls.snapshot(),
             disk_bytes: self.shared.db.disk_space().unwrap_or(0),
             write_buffer_bytes: self.shared.db.write_buffer_size(),
             journal_files: self.shared.db.journal_count(),

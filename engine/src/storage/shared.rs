@@ -214,6 +214,8 @@ pub(crate) struct Stats {
     /// The writer's batch commits into fjall (journal write, memtable
     /// inserts, and any wait for fjall's locks).
     pub commit: Latency,
+    /// The writer's waits for memtable flushes (only those that happened).
+    pub write_stalls: Latency,
 }
 
 impl Stats {

@@ -91,5 +91,7 @@ pub(crate) fn throttle(shared: &Shared) {
     while over() && started.elapsed() < MAX_STALL {
         std::thread::sleep(Duration::from_millis(1));
     }
-    tracing::debug!(waited = ?started.elapsed(), "writes waited for memtable flushes");
+    let waited = started.elapsed();
+    shared.stats.write_stalls.observe(waited);
+    tracing::debug!(?waited, "writes waited for memtable flushes");
 }
