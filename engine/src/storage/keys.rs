@@ -36,11 +36,7 @@ pub fn state_log_key(seq: u64) -> [u8; 8] {
 }
 
 pub fn decode_state_log_key(key: &[u8]) -> Result<u64> {
-    let bytes: [u8; 8] = key.try_into().map_err(|_| Error::Corrupt {
-        what: "state changelog key",
-        detail: format!("expected 8 bytes, got {}", key.len()),
-    })?;
-    Ok(u64::from_be_bytes(bytes))
+    decode_u64_key("state changelog key", key)
 }
 
 /// The message log of one partition: its own keyspace, so that offsets are
@@ -55,8 +51,13 @@ pub fn message_key(offset: u64) -> [u8; 8] {
 }
 
 pub fn decode_message_key(key: &[u8]) -> Result<u64> {
+    decode_u64_key("message key", key)
+}
+
+/// A key that is one big-endian u64.
+fn decode_u64_key(what: &'static str, key: &[u8]) -> Result<u64> {
     let bytes: [u8; 8] = key.try_into().map_err(|_| Error::Corrupt {
-        what: "message key",
+        what,
         detail: format!("expected 8 bytes, got {}", key.len()),
     })?;
     Ok(u64::from_be_bytes(bytes))

@@ -215,6 +215,15 @@ mod tests {
     use crate::storage::types::NewMessage;
     use fjall::AbstractTree;
 
+    /// A message whose payload is its offset, encoded.
+    fn encoded(offset: u64) -> Vec<u8> {
+        let message = NewMessage {
+            payload: offset.to_string().into_bytes(),
+            ..NewMessage::default()
+        };
+        codec::encode_message(&message).unwrap()
+    }
+
     /// A log whose entries are runs of `runs[i]` messages each (payload =
     /// offset), every run flushed into a table of its own.
     fn log_of_runs(dir: &std::path::Path, runs: &[u64]) -> PartitionLog {
@@ -227,11 +236,7 @@ mod tests {
             let first = offset;
             let mut run = codec::RunBuilder::default();
             for _ in 0..count {
-                let message = NewMessage {
-                    payload: offset.to_string().into_bytes(),
-                    ..NewMessage::default()
-                };
-                run.push(&codec::encode_message(&message).unwrap(), offset);
+                run.push(&encoded(offset), offset);
                 offset += 1;
             }
             ks.insert(keys::message_key(first), run.finish()).unwrap();
@@ -279,22 +284,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = log_of_runs(dir.path(), &[]);
         for offset in 0..3u64 {
-            let message = NewMessage {
-                payload: offset.to_string().into_bytes(),
-                ..NewMessage::default()
-            };
-            let encoded = codec::encode_message(&message).unwrap();
             log.keyspace
-                .insert(keys::message_key(offset), encoded)
+                .insert(keys::message_key(offset), encoded(offset))
                 .unwrap();
         }
         let mut run = codec::RunBuilder::default();
         for offset in 3..6u64 {
-            let message = NewMessage {
-                payload: offset.to_string().into_bytes(),
-                ..NewMessage::default()
-            };
-            run.push(&codec::encode_message(&message).unwrap(), offset);
+            run.push(&encoded(offset), offset);
         }
         log.keyspace
             .insert(keys::message_key(3), run.finish())
