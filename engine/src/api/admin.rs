@@ -148,31 +148,74 @@ pub async fn read_messages(
     Ok(Json(json!({ "messages": messages })))
 }
 
-pub fn subscription_json(info: &SubscriptionInfo) -> Value {
-    json!({
-        "plugin": info.subscriber,
-        "topic": info.topic,
-        "mode": match info.settings.mode { DeliveryMode::Ordered => "ordered", DeliveryMode::Unordered => "unordered" },
-        "lag": info.lag,
-        "in_flight": info.in_flight,
-        "scheduled": info.scheduled,
-        "dead_letters": info.dead_letters,
-        "expired": info.expired,
-        "partitions": info.partitions.iter().map(|p| json!({
-            "partition": p.partition, "committed": p.committed, "end": p.end, "lag": p.lag,
-            "in_flight": p.in_flight, "scheduled": p.scheduled,
-        })).collect::<Vec<_>>(),
-    })
+/// A subscription as the API shows it. Typed rather than built as a
+/// `serde_json::Value`: dashboards and `courier bench` poll this often.
+#[derive(Serialize)]
+pub struct SubscriptionJson {
+    plugin: String,
+    topic: String,
+    mode: &'static str,
+    lag: u64,
+    in_flight: u64,
+    scheduled: u64,
+    dead_letters: u64,
+    expired: u64,
+    partitions: Vec<PartitionJson>,
 }
 
-pub async fn subscriptions(State(app): State<AppState>) -> Json<Value> {
-    let subs: Vec<Value> = app
+#[derive(Serialize)]
+struct PartitionJson {
+    partition: u32,
+    committed: u64,
+    end: u64,
+    lag: u64,
+    in_flight: u64,
+    scheduled: u64,
+}
+
+impl From<SubscriptionInfo> for SubscriptionJson {
+    fn from(info: SubscriptionInfo) -> Self {
+        SubscriptionJson {
+            plugin: info.subscriber,
+            topic: info.topic,
+            mode: match info.settings.mode {
+                DeliveryMode::Ordered => "ordered",
+                DeliveryMode::Unordered => "unordered",
+            },
+            lag: info.lag,
+            in_flight: info.in_flight,
+            scheduled: info.scheduled,
+            dead_letters: info.dead_letters,
+            expired: info.expired,
+            partitions: info
+                .partitions
+                .iter()
+                .map(|p| PartitionJson {
+                    partition: p.partition,
+                    committed: p.committed,
+                    end: p.end,
+                    lag: p.lag,
+                    in_flight: p.in_flight,
+                    scheduled: p.scheduled,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct SubscriptionsJson {
+    subscriptions: Vec<SubscriptionJson>,
+}
+
+pub async fn subscriptions(State(app): State<AppState>) -> Json<SubscriptionsJson> {
+    let subscriptions = app
         .store
         .subscriptions()
-        .iter()
-        .map(subscription_json)
+        .into_iter()
+        .map(SubscriptionJson::from)
         .collect();
-    Json(json!({ "subscriptions": subs }))
+    Json(SubscriptionsJson { subscriptions })
 }
 
 #[derive(Serialize)]
@@ -393,11 +436,11 @@ pub async fn seek(
     Path((plugin, topic)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<SubscriptionJson>, Error> {
     let request: SeekRequest = body::json(&headers, body, MAX_ADMIN_BODY).await?;
     app.store.seek(&plugin, &topic, request.target()?).await?;
     let info = app.store.subscription_info(&plugin, &topic)?;
-    Ok(Json(subscription_json(&info)))
+    Ok(Json(info.into()))
 }
 
 /// `GET /healthz`: 200 while the engine can take work (503 after a storage

@@ -59,6 +59,12 @@ impl PartitionLog {
 
     /// Calls `each` with the offset and encoded bytes of every stored
     /// message in `[from, to)`, in order; stops at the first error. Blocking.
+    ///
+    /// Readers usually start where an earlier read ended, on the first
+    /// offset of a run, so the scan first reads forward from `from` and
+    /// only seeks back to the run holding `from` (a reverse seek through
+    /// every layer of the tree, the costlier part of a small read) when
+    /// `from` turns out to be inside one.
     pub fn scan(
         &self,
         from: u64,
@@ -68,12 +74,33 @@ impl PartitionLog {
         if from >= to {
             return Ok(());
         }
-        let first = self.run_start(from)?;
-        for guard in self
-            .keyspace
-            .range(keys::message_key(first)..keys::message_key(to))
+        let range = |first: u64| {
+            self.keyspace
+                .range(keys::message_key(first)..keys::message_key(to))
+                .map(fjall::Guard::into_inner)
+        };
+        let mut forward = range(from);
+        let head = forward.next().transpose()?;
+        if let Some((key, value)) = head
+            && keys::decode_message_key(&key)? == from
         {
-            let (key, value) = guard.into_inner()?;
+            let entries = std::iter::once(Ok((key, value))).chain(forward);
+            return Self::scan_runs(entries, from, to, &mut each);
+        }
+        drop(forward);
+        Self::scan_runs(range(self.run_start(from)?), from, to, &mut each)
+    }
+
+    /// The messages in `[from, to)` of the runs (key, value) `entries`
+    /// yields, in key order.
+    fn scan_runs(
+        entries: impl Iterator<Item = fjall::Result<(fjall::UserKey, fjall::UserValue)>>,
+        from: u64,
+        to: u64,
+        each: &mut impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for entry in entries {
+            let (key, value) = entry?;
             let run_first = keys::decode_message_key(&key)?;
             for (index, message) in codec::run_messages(&value)?.enumerate() {
                 let offset = run_first + index as u64;
@@ -315,6 +342,12 @@ mod tests {
         assert!(log.get(5).unwrap().is_none(), "the old table went");
         let kept: Vec<String> = (15..20).map(|o| o.to_string()).collect();
         assert_eq!(payloads(&log, 15, 20), kept);
+        // Reads from below what is kept (a cursor behind retention) start
+        // at the first kept run, aligned or not.
+        let kept: Vec<String> = (10..20).map(|o| o.to_string()).collect();
+        assert_eq!(payloads(&log, 0, 20), kept);
+        assert_eq!(payloads(&log, 3, 12), kept[..2]);
+        assert!(log.get(9).unwrap().is_none());
     }
 
     #[test]
