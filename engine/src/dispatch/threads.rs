@@ -64,8 +64,12 @@ impl DispatchThreads {
         let stop = CancellationToken::new();
         let mut lanes = Vec::new();
         for index in 0..threads.max(1) {
+            // Timers only: workers wait on the store's notifications and
+            // sleep for backoffs, but never do I/O here, and without an
+            // I/O driver an idle thread parks on a futex instead of
+            // `epoll_wait`, which is cheaper at a wake-up per batch.
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_time()
                 .build()?;
             let (jobs, queue) = mpsc::unbounded_channel();
             lanes.push(Lane {
