@@ -124,6 +124,8 @@ enum Before {
         view: Option<Vec<u8>>,
         change: Change,
     },
+    /// A counter (kept as a number: an increment's undo copies no bytes).
+    Counter { value: i64, change: Change },
 }
 
 impl Staged {
@@ -215,6 +217,11 @@ impl Staging {
                     Before::Absent => false,
                     Before::Was { view, change } => {
                         staged.view = view;
+                        staged.change = change;
+                        true
+                    }
+                    Before::Counter { value, change } => {
+                        staged.view = Some(value.to_string().into_bytes());
                         staged.change = change;
                         true
                     }
@@ -314,8 +321,8 @@ impl Staging {
         let message = self.message;
         if let Some(staged) = self.staged.get_mut(&key) {
             if staged.writer != message {
-                staged.before = Before::Was {
-                    view: staged.view.clone(),
+                staged.before = Before::Counter {
+                    value: parse_counter(staged.view.as_deref())?,
                     change: staged.change,
                 };
                 staged.writer = message;

@@ -156,14 +156,15 @@ pub fn decode_dead_key(key: &[u8]) -> Result<(u32, u64)> {
 /// Key of a state entry: the namespace, length-prefixed so that one
 /// namespace can never be a prefix of another, then the user's key.
 pub fn state_key(namespace: &str, key: &str) -> Vec<u8> {
-    let mut out = state_prefix(namespace);
-    out.extend_from_slice(key.as_bytes());
+    let mut out = Vec::with_capacity(1 + namespace.len() + key.len());
+    state_key_into(namespace, key, &mut out);
     out
 }
 
 /// [`state_key`] into `out` (cleared first), reusing its buffer.
 pub fn state_key_into(namespace: &str, key: &str, out: &mut Vec<u8>) {
     out.clear();
+    // Names are validated to at most MAX_NAME_LEN (< 256) bytes.
     out.push(namespace.len().min(255) as u8);
     out.extend_from_slice(namespace.as_bytes());
     out.extend_from_slice(key.as_bytes());
@@ -171,9 +172,7 @@ pub fn state_key_into(namespace: &str, key: &str, out: &mut Vec<u8>) {
 
 pub fn state_prefix(namespace: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + namespace.len() + 16);
-    // Names are validated to at most MAX_NAME_LEN (< 256) bytes.
-    out.push(namespace.len().min(255) as u8);
-    out.extend_from_slice(namespace.as_bytes());
+    state_key_into(namespace, "", &mut out);
     out
 }
 
