@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -116,6 +117,13 @@ pub async fn start(config: Config) -> Result<Engine, StartError> {
     let server_cancel = cancel.clone();
     let server = tokio::spawn(async move {
         let app = api::router(state);
+        // Answers are small and latency matters: without TCP_NODELAY a
+        // response written in pieces can wait for the client's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let shutdown = async move { server_cancel.cancelled().await };
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
