@@ -15,9 +15,13 @@
 //! changelog piled up since the last one began, at sequence number `upto`.
 //! It walks the state table shard by shard, lists each shard's dirty keys
 //! (sorted, so neighbouring inserts share their skiplist path) and copies
-//! [`CHUNK_KEYS`] of them into `state` with each following group commit:
-//! no commit stalls on a whole pass (listing and sorting every dirty key at
-//! once stalled the writer for tens of milliseconds). Every key dirty at
+//! a chunk of them into `state` with each following group commit: no
+//! commit stalls on a whole pass (listing and sorting every dirty key at
+//! once stalled the writer for tens of milliseconds). A chunk is twice the
+//! keys the group itself wrote, within [`MIN_CHUNK_KEYS`]..=[`CHUNK_KEYS`]:
+//! a pass outpaces the writes that make keys dirty, and the small groups
+//! of a light load (where each commit's latency is what a producer sees)
+//! carry small chunks: 512 random inserts cost a commit 2-3 ms. Every key dirty at
 //! `upto` is still dirty when its shard is listed, so the commit that
 //! copies the last chunk records `upto` as the checkpoint (`offsets`,
 //! [`keys::STATE_CHECKPOINT_KEY`]). Keys written after `upto` may be copied
@@ -47,6 +51,9 @@ use super::shared::Shared;
 /// Most keys one group commit copies into `state` during a pass: bounds
 /// what a pass adds to any one commit (a few milliseconds at most).
 pub(crate) const CHUNK_KEYS: usize = 512;
+/// Fewest keys a group commit copies during a pass, however little state
+/// it wrote itself, so a pass ends even when writes trickle in.
+pub(crate) const MIN_CHUNK_KEYS: usize = 32;
 /// Largest changelog record: a group that wrote more state gets several
 /// (fjall values should stay far below its limits, and replay decodes one
 /// record at a time).
@@ -111,7 +118,8 @@ impl Checkpointer {
         } else {
             self.append_records(shared, batch, &writes)
         };
-        let (copied, finished) = self.copy_chunk(shared, batch);
+        let chunk = (2 * writes.len()).clamp(MIN_CHUNK_KEYS, CHUNK_KEYS);
+        let (copied, finished) = self.copy_chunk(shared, batch, chunk);
         Staged {
             seq,
             writes,
@@ -158,14 +166,15 @@ impl Checkpointer {
         &mut self,
         shared: &Shared,
         batch: &mut OwnedWriteBatch,
+        chunk: usize,
     ) -> (Vec<(Vec<u8>, u64)>, Option<u64>) {
         let Some(pass) = &mut self.pass else {
             return (Vec::new(), None);
         };
         let state = &shared.ks.state;
         let table = &shared.state_table;
-        let mut copied = Vec::with_capacity(CHUNK_KEYS);
-        while copied.len() < CHUNK_KEYS {
+        let mut copied = Vec::with_capacity(chunk);
+        while copied.len() < chunk {
             let Some(key) = pass.keys.pop() else {
                 if pass.next_shard == table.shard_count() {
                     break;

@@ -12,7 +12,7 @@ use courier::storage::{
 
 use crate::common::{create_topic, messages, open_with, poll, settings};
 
-/// Distinct keys written: more than one checkpoint chunk (2048 keys).
+/// Distinct keys written: many checkpoint chunks (at most 512 keys each).
 const KEYS: u64 = 5000;
 const MESSAGES: usize = 12_000;
 
