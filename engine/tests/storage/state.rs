@@ -236,3 +236,80 @@ async fn scans_merge_checkpointed_values_with_newer_writes_and_deletes() {
         "a longer prefix"
     );
 }
+
+/// Settles the next message (batch of one) with `state` as its effects.
+async fn settle_one(sub: &Subscription, state: Vec<StateOp>) {
+    let Poll::Ready(lease) = poll(sub, 0, 1).await else {
+        panic!("a message should be ready");
+    };
+    let offset = lease.deliveries[0].message.offset;
+    let effects = Effects {
+        publishes: Vec::new(),
+        state,
+    };
+    let results = vec![Settlement {
+        offset,
+        outcome: Outcome::Ack,
+        effects,
+    }];
+    sub.settle(lease.ticket, results).await.expect("settle");
+}
+
+#[tokio::test]
+async fn small_commits_carry_small_checkpoint_chunks_and_the_pass_still_ends() {
+    // A pass starts after every commit (threshold 1 byte). One commit makes
+    // 2,000 keys dirty; then commits that write one key each copy the
+    // pass's keys a chunk at a time: twice their own writes, at least 32,
+    // so 2,000 keys take dozens of such commits (with 512 per commit, as
+    // before, the pass ended after four), and the pass does end.
+    const DIRTY: usize = 2000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), 1);
+    create_topic(&store, "t", 1).await;
+    let sub = store
+        .subscribe("s", "t", settings(DeliveryMode::Ordered))
+        .await
+        .expect("subscribe");
+    store
+        .append("t", &messages(200, |_| None))
+        .await
+        .expect("append");
+    let bulk = (0..DIRTY)
+        .map(|i| StateOp::Set {
+            key: format!("bulk/{i:05}"),
+            value: vec![1; 8],
+        })
+        .collect();
+    settle_one(&sub, bulk).await;
+    let before = store.stats().state_checkpoints;
+    let mut small_commits = 0;
+    while store.stats().state_checkpoints == before {
+        assert!(small_commits < 199, "the pass never ended");
+        let key = format!("small/{small_commits:03}");
+        settle_one(
+            &sub,
+            vec![StateOp::Set {
+                key,
+                value: vec![2],
+            }],
+        )
+        .await;
+        small_commits += 1;
+    }
+    assert!(
+        small_commits > DIRTY / 512 + 10,
+        "the pass ended after {small_commits} one-key commits: its chunks were not small"
+    );
+    assert!(
+        small_commits <= DIRTY / 32 + 10,
+        "the pass took {small_commits} one-key commits: chunks under 32 keys"
+    );
+    for i in [0, DIRTY / 2, DIRTY - 1] {
+        let key = format!("bulk/{i:05}");
+        assert_eq!(
+            store.state_get("s", &key).expect("get"),
+            Some(vec![1; 8]),
+            "{key}"
+        );
+    }
+}
