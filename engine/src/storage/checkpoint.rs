@@ -21,8 +21,8 @@
 //! keys the group itself wrote, within [`MIN_CHUNK_KEYS`]..=[`CHUNK_KEYS`]:
 //! a pass outpaces the writes that make keys dirty, and the small groups
 //! of a light load (where each commit's latency is what a producer sees)
-//! carry small chunks: 512 random inserts cost a commit 2-3 ms. Every key dirty at
-//! `upto` is still dirty when its shard is listed, so the commit that
+//! carry small chunks (512 random inserts cost a commit 2-3 ms). Every key
+//! dirty at `upto` is still dirty when its shard is listed, so the commit that
 //! copies the last chunk records `upto` as the checkpoint (`offsets`,
 //! [`keys::STATE_CHECKPOINT_KEY`]). Keys written after `upto` may be copied
 //! too, which is harmless.
