@@ -124,7 +124,8 @@ enum Before {
         view: Option<Vec<u8>>,
         change: Change,
     },
-    /// A counter (kept as a number: an increment's undo copies no bytes).
+    /// A counter that only increments staged (kept as a number: undoing
+    /// an increment copies no bytes).
     Counter { value: i64, change: Change },
 }
 
@@ -321,9 +322,19 @@ impl Staging {
         let message = self.message;
         if let Some(staged) = self.staged.get_mut(&key) {
             if staged.writer != message {
-                staged.before = Before::Counter {
-                    value: parse_counter(staged.view.as_deref())?,
-                    change: staged.change,
+                staged.before = match staged.change {
+                    // Only increments staged it: the view is the counter's
+                    // own text, rebuilt exactly from the number.
+                    Change::Add(_) => Before::Counter {
+                        value: parse_counter(staged.view.as_deref())?,
+                        change: staged.change,
+                    },
+                    // A set or delete: restore its bytes as they were
+                    // (absent, or text like `007`).
+                    Change::Write => Before::Was {
+                        view: staged.view.clone(),
+                        change: staged.change,
+                    },
                 };
                 staged.writer = message;
             }
@@ -662,6 +673,25 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn an_undone_increment_restores_a_deleted_or_hand_written_value_exactly() {
+        let never = |_: &str| -> Result<i64, WitError> { panic!("read again") };
+        let mut staging = Staging::default();
+        staging.begin_batch();
+        // One message deletes `gone` and sets `padded` to a counter with
+        // leading zeros; the next increments both, then fails.
+        staging.write("gone".into(), None).expect("delete");
+        staging
+            .write("padded".into(), Some(b"007".to_vec()))
+            .expect("set");
+        staging.finish_message(true);
+        assert_eq!(staging.increment("gone".into(), 1, never).ok(), Some(1));
+        assert_eq!(staging.increment("padded".into(), 1, never).ok(), Some(8));
+        staging.finish_message(false);
+        assert_eq!(staging.lookup("gone"), Some(&None));
+        assert_eq!(staging.lookup("padded"), Some(&Some(b"007".to_vec())));
     }
 
     #[test]
