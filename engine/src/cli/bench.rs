@@ -22,7 +22,11 @@
 //! 4. the engine's peak resident memory (VmHWM) and the CPU time it used
 //!    (utime + stime): per order over phases 1 and 2, and as a share of one
 //!    core over phase 3. Both come from the engine process's `/proc` files:
-//!    the `courier serve` the bench started, or `--pid` for a running one.
+//!    the `courier serve` the bench started, or `--pid` for a running one;
+//! 5. the store's own waits over phase 3 (fsyncs, commits into fjall,
+//!    writer waits for flushes), from the engine's `/metrics` before and
+//!    after it (`cli::scrape`): a latency tail either shows there or is not
+//!    the store's.
 //!
 //! Nothing is simulated: the figures come from real requests, real fsyncs
 //! and the real plugins.
@@ -41,6 +45,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::scrape::Histogram as StoreHistogram;
 use crate::config::Config;
 use crate::workload::{Generator, Order, Shape, envelope_ndjson};
 
@@ -277,10 +282,13 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
     let throughput = throughput(bench, args, &source).await?;
     let cpu_drained = cpu();
     let latency_started = Instant::now();
-    let latency = if args.rate > 0 && args.latency_secs > 0.0 {
-        Some(latency(bench, args, &source).await?)
+    let (latency, store_waits) = if args.rate > 0 && args.latency_secs > 0.0 {
+        let before = bench.store_waits().await;
+        let latency = latency(bench, args, &source).await?;
+        let after = bench.store_waits().await;
+        (Some(latency), StoreWaits::between(before, after))
     } else {
-        None
+        (None, None)
     };
     let latency_secs = latency_started.elapsed().as_secs_f64();
     let cpu_after_latency = cpu();
@@ -313,6 +321,7 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
         "order_bytes_avg": throughput.bytes as f64 / throughput.orders as f64,
         "throughput": throughput.json(args, bench.plugins.len()),
         "latency": latency.as_ref().map(Latency::json),
+        "store_in_latency_phase": store_waits.as_ref().map(StoreWaits::json),
         "engine_cpu": engine_cpu,
         "peak_rss_mb": status.as_deref().and_then(|path| memory_mb(path, "VmHWM:")),
         "rss_after_start_mb": rss_after_start,
@@ -464,6 +473,30 @@ impl Bench {
             bail!("{status}: {}", String::from_utf8_lossy(&bytes));
         }
         serde_json::from_slice(&bytes).context("decoding an answer")
+    }
+
+    /// The store's wait histograms now, or `None` (with a note) if the
+    /// engine's `/metrics` cannot be read: the bench goes on without them.
+    async fn store_waits(&self) -> Option<StoreWaits> {
+        let scraped = async {
+            let response = self
+                .request(reqwest::Method::GET, "/metrics")
+                .send()
+                .await?;
+            let status = response.status();
+            let text = response.text().await?;
+            ensure!(status.is_success(), "{status}: {text}");
+            StoreWaits::parse(&text).context("it has no store latency histograms")
+        };
+        match scraped.await {
+            Ok(waits) => Some(waits),
+            Err(error) => {
+                self.say(&format!(
+                    "not reporting the store's waits: /metrics: {error:#}"
+                ));
+                None
+            }
+        }
     }
 
     /// The subscriptions of the bench's plugins on its topic.
@@ -709,6 +742,43 @@ impl Latency {
     }
 }
 
+/// The store's waits over the latency phase, from the engine's `/metrics`
+/// before and after it: where a slow tail is (or is not) the store's.
+struct StoreWaits {
+    fsync: StoreHistogram,
+    commit: StoreHistogram,
+    write_stall: StoreHistogram,
+}
+
+impl StoreWaits {
+    /// The store's histograms in one `/metrics` text.
+    fn parse(text: &str) -> Option<StoreWaits> {
+        Some(StoreWaits {
+            fsync: StoreHistogram::parse(text, "courier_storage_fsync_seconds")?,
+            commit: StoreHistogram::parse(text, "courier_storage_commit_seconds")?,
+            write_stall: StoreHistogram::parse(text, "courier_storage_write_stall_seconds")?,
+        })
+    }
+
+    /// What happened between two scrapes (`None` if either failed).
+    fn between(before: Option<StoreWaits>, after: Option<StoreWaits>) -> Option<StoreWaits> {
+        let (before, after) = (before?, after?);
+        Some(StoreWaits {
+            fsync: after.fsync.since(&before.fsync),
+            commit: after.commit.since(&before.commit),
+            write_stall: after.write_stall.since(&before.write_stall),
+        })
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "fsync": self.fsync.json(),
+            "commit": self.commit.json(),
+            "write_stall": self.write_stall.json(),
+        })
+    }
+}
+
 /// What the publish tasks and the cursor poller share: the orders not yet
 /// handled by every plugin, by partition and offset, with their scheduled
 /// send times, and the histograms (microseconds).
@@ -934,6 +1004,7 @@ fn print_report(report: &Value) {
         met,
     ));
     add_latency_rows(&mut table, &report["latency"]);
+    add_store_rows(&mut table, &report["store_in_latency_phase"]);
     let cpu = &report["engine_cpu"];
     if let Some(us) = cpu["us_per_order_drained"].as_f64() {
         table.add_row(info(
@@ -1005,6 +1076,42 @@ fn add_latency_rows(table: &mut Table, latency: &Value) {
     table.add_row(info("latency p99.9", ms("p999_ms")));
     table.add_row(info("latency max", ms("max_ms")));
     table.add_row(info("publish answered p99", ms("publish_answered_p99_ms")));
+}
+
+/// The store's waits during the latency phase, one row per kind.
+fn add_store_rows(table: &mut Table, store: &Value) {
+    if store.is_null() {
+        return;
+    }
+    for (key, what) in [
+        ("fsync", "store fsyncs (latency phase)"),
+        ("commit", "store commits into fjall (latency phase)"),
+        ("write_stall", "writer waits for flushes (latency phase)"),
+    ] {
+        table.add_row(info(what, waits_summary(&store[key])));
+    }
+}
+
+/// `24567, mean 0.44 ms, 12 over 10 ms, slowest ≤ 50 ms`.
+fn waits_summary(waits: &Value) -> String {
+    let count = waits["count"].as_u64().unwrap_or(0);
+    let Some(mean) = waits["mean_ms"].as_f64() else {
+        return format!("{count}");
+    };
+    let slowest = match waits["slowest_at_most_ms"].as_f64() {
+        Some(ms) => format!("≤ {ms} ms"),
+        None => {
+            let top = crate::storage::LATENCY_BUCKETS
+                .last()
+                .copied()
+                .unwrap_or(0.0);
+            format!("over {} ms", top * 1000.0)
+        }
+    };
+    format!(
+        "{count}, mean {mean:.2} ms, {} over 10 ms, slowest {slowest}",
+        waits["over_10ms"]
+    )
 }
 
 fn info(measure: &str, result: String) -> Vec<String> {

@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod client;
 mod publish;
+mod scrape;
 mod status;
 
 use clap::{Parser, Subcommand};

@@ -1,5 +1,6 @@
 //! `courier bench`, the real binary on an engine of its own: a small run
-//! reports every measure, and the orders it published were all handled.
+//! reports every measure (the store's waits from `/metrics` included), and
+//! the orders it published were all handled.
 
 use courier_tests::{component, plugin_build_dir, repo_root, run_cli};
 use serde_json::Value;
@@ -55,6 +56,27 @@ async fn a_small_bench_run_reports_every_measure_and_loses_no_order() {
         number(&latency["p99_ms"], "p99"),
     );
     assert!(0.0 < p50 && p50 <= p99, "{latency}");
+    // The store's waits over the latency phase, read back from /metrics:
+    // its 500 orders were fsynced before they were answered.
+    let store = &report["store_in_latency_phase"];
+    for kind in ["fsync", "commit"] {
+        let waits = &store[kind];
+        let count = waits["count"].as_u64().unwrap_or(0);
+        assert!(count > 0, "no {kind} in the latency phase: {store}");
+        assert!(number(&waits["mean_ms"], "mean wait") > 0.0, "{store}");
+        let over = |key: &str| waits[key].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            over("over_100ms") <= over("over_10ms")
+                && over("over_10ms") <= over("over_1ms")
+                && over("over_1ms") <= count,
+            "{store}"
+        );
+        assert!(
+            waits["slowest_at_most_ms"].is_number() || waits["slowest_over_every_bucket"] == true,
+            "{store}"
+        );
+    }
+    assert!(store["write_stall"]["count"].is_u64(), "{store}");
     // The engine's process: memory and CPU come from its /proc files.
     assert!(number(&report["peak_rss_mb"], "peak RSS") > 10.0);
     let cpu = &report["engine_cpu"];
