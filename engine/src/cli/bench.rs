@@ -281,24 +281,33 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
     let cpu_at_start = cpu();
     let throughput = throughput(bench, args, &source).await?;
     let cpu_drained = cpu();
-    let latency_started = Instant::now();
-    let (latency, store_waits) = if args.rate > 0 && args.latency_secs > 0.0 {
-        let before = bench.store_waits().await;
-        let latency = latency(bench, args, &source).await?;
-        let after = bench.store_waits().await;
-        (Some(latency), StoreWaits::between(before, after))
+    let measure_latency = args.rate > 0 && args.latency_secs > 0.0;
+    // The scrapes stay outside the phase's time and CPU figures.
+    let waits_before = if measure_latency {
+        bench.store_waits().await
     } else {
-        (None, None)
+        None
+    };
+    let cpu_before_latency = cpu();
+    let latency_started = Instant::now();
+    let latency = if measure_latency {
+        Some(latency(bench, args, &source).await?)
+    } else {
+        None
     };
     let latency_secs = latency_started.elapsed().as_secs_f64();
     let cpu_after_latency = cpu();
+    let store_waits = match waits_before {
+        Some(before) => StoreWaits::between(before, bench.store_waits().await),
+        None => None,
+    };
     let spent = |from: Option<f64>, to: Option<f64>| Some(to? - from?);
     let engine_cpu = json!({
         "us_per_order_drained": spent(cpu_at_start, cpu_drained)
             .map(|secs| secs * 1e6 / throughput.orders.max(1) as f64),
         "latency_phase_core_percent": latency
             .as_ref()
-            .and(spent(cpu_drained, cpu_after_latency))
+            .and(spent(cpu_before_latency, cpu_after_latency))
             .map(|secs| secs * 100.0 / latency_secs),
     });
     let subscriptions = bench.subscriptions().await?;
@@ -760,9 +769,9 @@ impl StoreWaits {
         })
     }
 
-    /// What happened between two scrapes (`None` if either failed).
-    fn between(before: Option<StoreWaits>, after: Option<StoreWaits>) -> Option<StoreWaits> {
-        let (before, after) = (before?, after?);
+    /// What happened between two scrapes (`None` if the second failed).
+    fn between(before: StoreWaits, after: Option<StoreWaits>) -> Option<StoreWaits> {
+        let after = after?;
         Some(StoreWaits {
             fsync: after.fsync.since(&before.fsync),
             commit: after.commit.since(&before.commit),
@@ -1098,15 +1107,13 @@ fn waits_summary(waits: &Value) -> String {
     let Some(mean) = waits["mean_ms"].as_f64() else {
         return format!("{count}");
     };
-    let slowest = match waits["slowest_at_most_ms"].as_f64() {
-        Some(ms) => format!("≤ {ms} ms"),
-        None => {
-            let top = crate::storage::LATENCY_BUCKETS
-                .last()
-                .copied()
-                .unwrap_or(0.0);
-            format!("over {} ms", top * 1000.0)
-        }
+    let slowest = match (
+        waits["slowest_at_most_ms"].as_f64(),
+        waits["slowest_over_ms"].as_f64(),
+    ) {
+        (Some(ms), _) => format!("≤ {ms} ms"),
+        (None, Some(ms)) => format!("over {ms} ms"),
+        (None, None) => "unknown".to_owned(),
     };
     format!(
         "{count}, mean {mean:.2} ms, {} over 10 ms, slowest {slowest}",

@@ -96,9 +96,16 @@ impl Histogram {
     }
 
     /// The report's view: count, mean, how many took over 1, 10 and 100
-    /// ms, and the slowest one's bucket (`null` when over every bound).
+    /// ms, and the slowest one's bucket: `slowest_at_most_ms`, or
+    /// `slowest_over_ms` (the largest finite bound) when it is above them
+    /// all.
     pub fn json(&self) -> Value {
         let slowest = self.slowest_at_most();
+        let largest_finite = self
+            .buckets
+            .iter()
+            .map(|(bound, _)| *bound)
+            .rfind(|bound| bound.is_finite());
         json!({
             "count": self.count,
             "mean_ms": (self.count > 0).then(|| self.sum * 1000.0 / self.count as f64),
@@ -106,7 +113,9 @@ impl Histogram {
             "over_10ms": self.over(0.01),
             "over_100ms": self.over(0.1),
             "slowest_at_most_ms": slowest.filter(|s| s.is_finite()).map(|s| s * 1000.0),
-            "slowest_over_every_bucket": slowest.is_some_and(f64::is_infinite),
+            "slowest_over_ms": largest_finite
+                .filter(|_| slowest.is_some_and(f64::is_infinite))
+                .map(|bound| bound * 1000.0),
         })
     }
 }
@@ -147,7 +156,7 @@ mod tests {
         assert_eq!(h.over(0.01), 2);
         assert_eq!(h.over(0.1), 1);
         assert_eq!(h.slowest_at_most(), Some(f64::INFINITY));
-        assert_eq!(h.json()["slowest_over_every_bucket"], true);
+        assert_eq!(h.json()["slowest_over_ms"], 100.0);
         assert_eq!(h.json()["slowest_at_most_ms"], Value::Null);
     }
 
@@ -174,6 +183,7 @@ mod tests {
         assert_eq!(between.slowest_at_most(), Some(0.01));
         let json = between.json();
         assert_eq!(json["slowest_at_most_ms"], 10.0);
+        assert_eq!(json["slowest_over_ms"], Value::Null);
         assert_eq!(json["over_1ms"], 3);
         assert!((json["mean_ms"].as_f64().expect("a number") - 250.0 / 53.0).abs() < 1e-9);
     }
@@ -184,5 +194,6 @@ mod tests {
         assert_eq!(h.slowest_at_most(), None);
         assert_eq!(h.json()["mean_ms"], Value::Null);
         assert_eq!(h.json()["slowest_at_most_ms"], Value::Null);
+        assert_eq!(h.json()["slowest_over_ms"], Value::Null);
     }
 }

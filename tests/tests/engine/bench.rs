@@ -72,7 +72,7 @@ async fn a_small_bench_run_reports_every_measure_and_loses_no_order() {
             "{store}"
         );
         assert!(
-            waits["slowest_at_most_ms"].is_number() || waits["slowest_over_every_bucket"] == true,
+            waits["slowest_at_most_ms"].is_number() || waits["slowest_over_ms"].is_number(),
             "{store}"
         );
     }
