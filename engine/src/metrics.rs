@@ -3,13 +3,14 @@
 //! latencies (fsyncs, commits) at scrape time (so nothing is double-counted
 //! or goes stale).
 //!
-//! Hot paths touch only pre-resolved handles ([`PluginMetrics`]): one
-//! atomic add per batch and one histogram observation per message, no label
+//! Hot paths touch only pre-resolved handles ([`PluginMetrics`]): a few
+//! atomic adds per batch and one histogram observation per message, no label
 //! lookups. An observation takes that histogram's own lock (prometheus-client
 //! keeps a histogram behind a `RwLock`); only one plugin's workers share it,
 //! and the hold is a bucket search and two additions.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -53,7 +54,11 @@ pub struct Metrics {
     filtered: Family<PluginTopicLabels, Counter>,
     traps: Family<PluginLabels, Counter>,
     handler_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    handler_cpu_seconds: Family<PluginLabels, CpuSeconds>,
 }
+
+/// A counter of CPU seconds.
+pub type CpuSeconds = Counter<f64, AtomicU64>;
 
 /// Counters of one (plugin, topic), resolved once per dispatch worker.
 #[derive(Clone)]
@@ -65,6 +70,9 @@ pub struct PluginMetrics {
     pub filtered: Counter,
     pub traps: Counter,
     pub handler_seconds: Histogram,
+    /// CPU time of the dispatch thread while it ran the plugin's batches
+    /// (guest code, host calls and staging; not polls or settles).
+    pub handler_cpu_seconds: CpuSeconds,
 }
 
 impl Metrics {
@@ -78,6 +86,7 @@ impl Metrics {
         let filtered = Family::default();
         let traps = Family::default();
         let handler_seconds = Family::new_with_constructor(handler_histogram as fn() -> Histogram);
+        let handler_cpu_seconds = Family::default();
         registry.register(
             "published",
             "Messages accepted from producers",
@@ -110,6 +119,11 @@ impl Metrics {
             "Time a plugin took per message",
             handler_seconds.clone(),
         );
+        registry.register(
+            "handler_cpu_seconds",
+            "CPU time spent running a plugin's batches (guest code, host calls, staging)",
+            handler_cpu_seconds.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector { store }));
         Arc::new(Metrics {
             registry,
@@ -121,6 +135,7 @@ impl Metrics {
             filtered,
             traps,
             handler_seconds,
+            handler_cpu_seconds,
         })
     }
 
@@ -148,6 +163,7 @@ impl Metrics {
             filtered: self.filtered.get_or_create_owned(&pair),
             traps: self.traps.get_or_create_owned(&single),
             handler_seconds: self.handler_seconds.get_or_create_owned(&single),
+            handler_cpu_seconds: self.handler_cpu_seconds.get_or_create_owned(&single),
         }
     }
 

@@ -26,7 +26,11 @@
 //! 5. the store's own waits over phase 3 (fsyncs, commits into fjall,
 //!    writer waits for flushes), from the engine's `/metrics` before and
 //!    after it (`cli::scrape`): a latency tail either shows there or is not
-//!    the store's.
+//!    the store's;
+//! 6. the CPU time the plugins' batches took over phases 1 and 2 (the
+//!    engine's `courier_handler_cpu_seconds`, read from `/metrics` the same
+//!    way), per order and plugin: what running the plugins costs, next to
+//!    the engine's CPU per order.
 //!
 //! Nothing is simulated: the figures come from real requests, real fsyncs
 //! and the real plugins.
@@ -45,7 +49,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::scrape::Histogram as StoreHistogram;
+use super::scrape::{self, Histogram as Scraped};
 use crate::config::Config;
 use crate::workload::{Generator, Order, Shape, envelope_ndjson};
 
@@ -278,9 +282,15 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
     let stat = proc_file(target, "stat");
     let cpu = || stat.as_deref().and_then(cpu_secs);
     let source = Arc::new(Mutex::new(Source::new(args)));
+    // Like the store's waits below, scraped outside the phase's time and CPU.
+    let handlers_before = bench.handler_times().await;
     let cpu_at_start = cpu();
     let throughput = throughput(bench, args, &source).await?;
     let cpu_drained = cpu();
+    let handlers = match handlers_before {
+        Some(before) => HandlerTimes::between(before, bench.handler_times().await),
+        None => None,
+    };
     let measure_latency = args.rate > 0 && args.latency_secs > 0.0;
     // The scrapes stay outside the phase's time and CPU figures.
     let waits_before = if measure_latency {
@@ -331,6 +341,7 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
         "throughput": throughput.json(args, bench.plugins.len()),
         "latency": latency.as_ref().map(Latency::json),
         "store_in_latency_phase": store_waits.as_ref().map(StoreWaits::json),
+        "plugins_in_drain": handlers.as_ref().map(|h| h.json(throughput.orders)),
         "engine_cpu": engine_cpu,
         "peak_rss_mb": status.as_deref().and_then(|path| memory_mb(path, "VmHWM:")),
         "rss_after_start_mb": rss_after_start,
@@ -484,28 +495,41 @@ impl Bench {
         serde_json::from_slice(&bytes).context("decoding an answer")
     }
 
+    /// The engine's `/metrics` text.
+    async fn metrics(&self) -> anyhow::Result<String> {
+        let response = self
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(status.is_success(), "{status}: {text}");
+        Ok(text)
+    }
+
     /// The store's wait histograms now, or `None` (with a note) if the
     /// engine's `/metrics` cannot be read: the bench goes on without them.
     async fn store_waits(&self) -> Option<StoreWaits> {
         let scraped = async {
-            let response = self
-                .request(reqwest::Method::GET, "/metrics")
-                .send()
-                .await?;
-            let status = response.status();
-            let text = response.text().await?;
-            ensure!(status.is_success(), "{status}: {text}");
-            StoreWaits::parse(&text).context("it has no store latency histograms")
+            StoreWaits::parse(&self.metrics().await?).context("it has no store latency histograms")
         };
-        match scraped.await {
-            Ok(waits) => Some(waits),
-            Err(error) => {
-                self.say(&format!(
-                    "not reporting the store's waits: /metrics: {error:#}"
-                ));
-                None
-            }
-        }
+        self.or_say(scraped.await, "the store's waits")
+    }
+
+    /// The bench plugins' handler histograms now, or `None` (with a note).
+    async fn handler_times(&self) -> Option<HandlerTimes> {
+        let scraped = async {
+            HandlerTimes::parse(&self.metrics().await?, &self.plugins)
+                .context("it has no handler CPU counter for every plugin")
+        };
+        self.or_say(scraped.await, "the plugins' CPU time")
+    }
+
+    /// `scraped`, or `None` with a note that `what` goes unreported.
+    fn or_say<T>(&self, scraped: anyhow::Result<T>, what: &str) -> Option<T> {
+        scraped
+            .map_err(|error| self.say(&format!("not reporting {what}: /metrics: {error:#}")))
+            .ok()
     }
 
     /// The subscriptions of the bench's plugins on its topic.
@@ -754,18 +778,18 @@ impl Latency {
 /// The store's waits over the latency phase, from the engine's `/metrics`
 /// before and after it: where a slow tail is (or is not) the store's.
 struct StoreWaits {
-    fsync: StoreHistogram,
-    commit: StoreHistogram,
-    write_stall: StoreHistogram,
+    fsync: Scraped,
+    commit: Scraped,
+    write_stall: Scraped,
 }
 
 impl StoreWaits {
     /// The store's histograms in one `/metrics` text.
     fn parse(text: &str) -> Option<StoreWaits> {
         Some(StoreWaits {
-            fsync: StoreHistogram::parse(text, "courier_storage_fsync_seconds")?,
-            commit: StoreHistogram::parse(text, "courier_storage_commit_seconds")?,
-            write_stall: StoreHistogram::parse(text, "courier_storage_write_stall_seconds")?,
+            fsync: Scraped::parse(text, "courier_storage_fsync_seconds")?,
+            commit: Scraped::parse(text, "courier_storage_commit_seconds")?,
+            write_stall: Scraped::parse(text, "courier_storage_write_stall_seconds")?,
         })
     }
 
@@ -784,6 +808,54 @@ impl StoreWaits {
             "fsync": self.fsync.json(),
             "commit": self.commit.json(),
             "write_stall": self.write_stall.json(),
+        })
+    }
+}
+
+/// The CPU time each plugin's batches took over the throughput and drain
+/// phases (guest code, host calls and staging, measured per batch by the
+/// dispatch threads), from the engine's `courier_handler_cpu_seconds`.
+struct HandlerTimes {
+    cpu_secs: Vec<(String, f64)>,
+}
+
+impl HandlerTimes {
+    const METRIC: &str = "courier_handler_cpu_seconds";
+
+    /// The counters of `plugins` in one `/metrics` text (all or none).
+    fn parse(text: &str, plugins: &[String]) -> Option<HandlerTimes> {
+        let cpu_secs = plugins
+            .iter()
+            .map(|plugin| {
+                let secs = scrape::counter(text, Self::METRIC, &[("plugin", plugin)])?;
+                Some((plugin.clone(), secs))
+            })
+            .collect::<Option<_>>()?;
+        Some(HandlerTimes { cpu_secs })
+    }
+
+    /// What happened between two scrapes (`None` if the second failed).
+    fn between(before: HandlerTimes, after: Option<HandlerTimes>) -> Option<HandlerTimes> {
+        let cpu_secs = after?
+            .cpu_secs
+            .into_iter()
+            .zip(before.cpu_secs)
+            .map(|((plugin, after), (_, before))| (plugin, (after - before).max(0.0)))
+            .collect();
+        Some(HandlerTimes { cpu_secs })
+    }
+
+    /// CPU µs per order: each plugin's and their sum.
+    fn json(&self, orders: u64) -> Value {
+        let per_order = |secs: f64| secs * 1e6 / orders.max(1) as f64;
+        let plugins: serde_json::Map<String, Value> = self
+            .cpu_secs
+            .iter()
+            .map(|(plugin, secs)| (plugin.clone(), json!(per_order(*secs))))
+            .collect();
+        json!({
+            "cpu_us_per_order": per_order(self.cpu_secs.iter().map(|(_, secs)| secs).sum()),
+            "plugins_cpu_us_per_order": plugins,
         })
     }
 }
@@ -1021,6 +1093,7 @@ fn print_report(report: &Value) {
             format!("{us:.1} µs"),
         ));
     }
+    add_handler_row(&mut table, &report["plugins_in_drain"]);
     if let Some(percent) = cpu["latency_phase_core_percent"].as_f64() {
         table.add_row(info(
             "engine CPU in the latency phase",
@@ -1099,6 +1172,24 @@ fn add_store_rows(table: &mut Table, store: &Value) {
     ] {
         table.add_row(info(what, waits_summary(&store[key])));
     }
+}
+
+/// `31.2 µs (membership 9.1, notification 9.8, recommendation 12.3)`.
+fn add_handler_row(table: &mut Table, handlers: &Value) {
+    let (Some(total), Some(plugins)) = (
+        handlers["cpu_us_per_order"].as_f64(),
+        handlers["plugins_cpu_us_per_order"].as_object(),
+    ) else {
+        return;
+    };
+    let each: Vec<String> = plugins
+        .iter()
+        .map(|(plugin, us)| format!("{plugin} {:.1}", us.as_f64().unwrap_or(0.0)))
+        .collect();
+    table.add_row(info(
+        "of it, running the plugins' batches",
+        format!("{total:.1} µs ({})", each.join(", ")),
+    ));
 }
 
 /// `24567, mean 0.44 ms, 12 over 10 ms, slowest ≤ 50 ms`.

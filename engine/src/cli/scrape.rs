@@ -4,8 +4,9 @@
 //! slow tail either shows there or is not the store's.
 //!
 //! Only the histogram lines the engine writes are read (`NAME_bucket{le=..}`,
-//! `NAME_sum`, `NAME_count`, one unlabelled series per name); everything
-//! else in the text is skipped.
+//! `NAME_sum`, `NAME_count`, with or without labels such as
+//! `{plugin="membership"}`); one series is picked by its labels and
+//! everything else in the text is skipped.
 
 use serde_json::{Value, json};
 
@@ -19,33 +20,35 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    /// The histogram `name` in `text`, or `None` if `text` has none by that
-    /// name (or a line of it does not parse).
+    /// The unlabelled histogram `name` in `text`, or `None` if `text` has
+    /// none by that name (or a line of it does not parse).
     pub fn parse(text: &str, name: &str) -> Option<Histogram> {
+        Histogram::parse_series(text, name, &[])
+    }
+
+    /// The series of histogram `name` whose labels (other than `le`) are
+    /// exactly `labels`, e.g. `[("plugin", "membership")]`, in any order.
+    pub fn parse_series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<Histogram> {
         let mut histogram = Histogram::default();
         let mut found = false;
-        for line in text.lines() {
-            let Some(rest) = line.strip_prefix(name) else {
+        for sample in samples(text, name) {
+            let mut sample = sample?;
+            let bound = sample.take_label("le");
+            if !sample.has_labels(labels) {
                 continue;
-            };
-            let (series, value) = rest.rsplit_once(' ')?;
-            if series == "_sum" {
-                histogram.sum = value.parse().ok()?;
-            } else if series == "_count" {
-                histogram.count = value.parse().ok()?;
-            } else if let Some(bound) = series
-                .strip_prefix("_bucket{le=\"")
-                .and_then(|bound| bound.strip_suffix("\"}"))
-            {
-                let bound = if bound == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    bound.parse().ok()?
-                };
-                histogram.buckets.push((bound, value.parse().ok()?));
-            } else {
-                // Another metric whose name starts with this one's.
-                continue;
+            }
+            match (sample.suffix, bound) {
+                ("_sum", None) => histogram.sum = sample.value.parse().ok()?,
+                ("_count", None) => histogram.count = sample.value.parse().ok()?,
+                ("_bucket", Some(bound)) => {
+                    let bound = if bound == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        bound.parse().ok()?
+                    };
+                    histogram.buckets.push((bound, sample.value.parse().ok()?));
+                }
+                _ => continue,
             }
             found = true;
         }
@@ -118,6 +121,73 @@ impl Histogram {
                 .map(|bound| bound * 1000.0),
         })
     }
+}
+
+/// The value of counter `name` (`NAME_total`) in the series whose labels
+/// are exactly `labels`, or `None` if there is none (or it does not parse).
+pub fn counter(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(text, name)
+        .filter_map(|sample| sample.filter(|s| s.suffix == "_total" && s.has_labels(labels)))
+        .find_map(|sample| sample.value.parse().ok())
+}
+
+/// One sample line of a metric: what follows its name (`_sum`, `_total`,
+/// ...), its labels and its value, as written.
+struct Sample<'a> {
+    suffix: &'a str,
+    labels: Vec<(&'a str, &'a str)>,
+    value: &'a str,
+}
+
+impl<'a> Sample<'a> {
+    /// Removes label `name` and returns its value.
+    fn take_label(&mut self, name: &str) -> Option<&'a str> {
+        let index = self.labels.iter().position(|(label, _)| *label == name)?;
+        Some(self.labels.swap_remove(index).1)
+    }
+
+    /// Whether the labels are exactly `wanted`, in any order.
+    fn has_labels(&self, wanted: &[(&str, &str)]) -> bool {
+        self.labels.len() == wanted.len()
+            && wanted
+                .iter()
+                .all(|&(name, value)| self.labels.contains(&(name, value)))
+    }
+}
+
+/// The sample lines of metric `name` in `text` (`None` for a line of it
+/// that does not parse); comments and other metrics are skipped. Label
+/// values are taken as written: the engine's contain no escapes.
+fn samples<'a>(text: &'a str, name: &str) -> impl Iterator<Item = Option<Sample<'a>>> {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        // Another metric whose name starts with this one's has a longer name.
+        if !rest.starts_with(['_', '{', ' ']) {
+            return None;
+        }
+        Some(parse_sample(rest))
+    })
+}
+
+fn parse_sample(rest: &str) -> Option<Sample<'_>> {
+    let (series, value) = rest.rsplit_once(' ')?;
+    let (suffix, labels) = match series.split_once('{') {
+        Some((suffix, labels)) => (suffix, labels.strip_suffix('}')?),
+        None => (series, ""),
+    };
+    let labels = labels
+        .split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (label, quoted) = pair.split_once('=')?;
+            Some((label, quoted.strip_prefix('"')?.strip_suffix('"')?))
+        })
+        .collect::<Option<_>>()?;
+    Some(Sample {
+        suffix,
+        labels,
+        value,
+    })
 }
 
 #[cfg(test)]
@@ -195,5 +265,48 @@ mod tests {
         assert_eq!(h.json()["mean_ms"], Value::Null);
         assert_eq!(h.json()["slowest_at_most_ms"], Value::Null);
         assert_eq!(h.json()["slowest_over_ms"], Value::Null);
+    }
+
+    #[test]
+    fn a_labelled_series_is_picked_by_its_labels() {
+        let text = "# TYPE courier_handler_seconds histogram\n\
+             courier_handler_seconds_sum{plugin=\"membership\"} 0.5\n\
+             courier_handler_seconds_count{plugin=\"membership\"} 100\n\
+             courier_handler_seconds_bucket{le=\"0.001\",plugin=\"membership\"} 99\n\
+             courier_handler_seconds_bucket{le=\"+Inf\",plugin=\"membership\"} 100\n\
+             courier_handler_seconds_sum{plugin=\"member\"} 9.0\n\
+             courier_handler_seconds_count{plugin=\"member\"} 7\n\
+             courier_handler_seconds_bucket{le=\"+Inf\",plugin=\"member\"} 7\n\
+             courier_handler_seconds_total{plugin=\"membership\"} 3\n";
+        let name = "courier_handler_seconds";
+        let h = Histogram::parse_series(text, name, &[("plugin", "membership")]).expect("parses");
+        assert_eq!((h.sum, h.count), (0.5, 100));
+        assert_eq!(h.buckets, vec![(0.001, 99), (f64::INFINITY, 100)]);
+        let other = Histogram::parse_series(text, name, &[("plugin", "member")]).expect("parses");
+        assert_eq!((other.sum, other.count), (9.0, 7));
+        // No unlabelled series, and no series of an unknown plugin.
+        assert_eq!(Histogram::parse(text, name), None);
+        assert_eq!(
+            Histogram::parse_series(text, name, &[("plugin", "fraud")]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_counter_is_read_from_its_total_line() {
+        let text = "# TYPE courier_handler_cpu_seconds counter\n\
+             courier_handler_cpu_seconds_total{plugin=\"membership\"} 1.25\n\
+             courier_handler_cpu_seconds_total{plugin=\"notification\"} 2.5\n\
+             courier_handler_cpu_seconds_created{plugin=\"membership\"} 1700000000.0\n";
+        let name = "courier_handler_cpu_seconds";
+        assert_eq!(counter(text, name, &[("plugin", "membership")]), Some(1.25));
+        assert_eq!(
+            counter(text, name, &[("plugin", "notification")]),
+            Some(2.5)
+        );
+        assert_eq!(counter(text, name, &[("plugin", "fraud")]), None);
+        assert_eq!(counter(text, name, &[]), None);
+        let garbled = "courier_handler_cpu_seconds_total{plugin=\"membership\"} many\n";
+        assert_eq!(counter(garbled, name, &[("plugin", "membership")]), None);
     }
 }

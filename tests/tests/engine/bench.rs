@@ -1,6 +1,6 @@
 //! `courier bench`, the real binary on an engine of its own: a small run
-//! reports every measure (the store's waits from `/metrics` included), and
-//! the orders it published were all handled.
+//! reports every measure (the store's waits and the plugins' CPU time from
+//! `/metrics` included), and the orders it published were all handled.
 
 use courier_tests::{component, plugin_build_dir, repo_root, run_cli};
 use serde_json::Value;
@@ -80,7 +80,23 @@ async fn a_small_bench_run_reports_every_measure_and_loses_no_order() {
     // The engine's process: memory and CPU come from its /proc files.
     assert!(number(&report["peak_rss_mb"], "peak RSS") > 10.0);
     let cpu = &report["engine_cpu"];
-    assert!(number(&cpu["us_per_order_drained"], "CPU per order") > 0.0);
+    let engine_per_order = number(&cpu["us_per_order_drained"], "CPU per order");
+    assert!(engine_per_order > 0.0);
+    // The plugins' batches ran on the engine's dispatch threads: each took
+    // some of its CPU, and all of them together no more than the engine
+    // used (both read as CPU time, the engine's in clock ticks).
+    let plugins = &report["plugins_in_drain"];
+    let each = plugins["plugins_cpu_us_per_order"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no per-plugin CPU: {plugins}"));
+    let mut names: Vec<&str> = each.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["membership", "notification", "recommendation"]);
+    let sum: f64 = each.values().map(|us| number(us, "plugin CPU")).sum();
+    assert!(each.values().all(|us| us.as_f64() > Some(0.0)), "{plugins}");
+    let total = number(&plugins["cpu_us_per_order"], "plugins' CPU per order");
+    assert!((total - sum).abs() < 1e-6, "{plugins}");
+    assert!(total < engine_per_order * 1.1, "{plugins} vs {cpu}");
     assert!(
         number(
             &cpu["latency_phase_core_percent"],

@@ -59,6 +59,15 @@ async fn every_plugin_handles_every_order_exactly_once() {
         let dead =
             common::metric(&metrics, "courier_plugin_dead_lettered_total", &labels).unwrap_or(0.0);
         assert_eq!(dead, 0.0, "{plugin} dead-lettered");
+        // The CPU its batches took: some, and less than the whole run's
+        // wall time on the two dispatch threads could hold.
+        let cpu = common::metric(
+            &metrics,
+            "courier_handler_cpu_seconds_total",
+            &[("plugin", plugin)],
+        )
+        .unwrap_or_else(|| panic!("{plugin}: no handler CPU counter"));
+        assert!(cpu > 0.0 && cpu < 2.0 * 90.0, "{plugin}: {cpu} CPU seconds");
     }
     // Storage gauges, unlabelled: the memtables of a live store hold
     // something, and its journal has at least one file.
