@@ -167,6 +167,17 @@ impl Metrics {
         }
     }
 
+    /// CPU seconds `plugin`'s batches have taken since the engine started
+    /// (0 before its first batch).
+    pub fn handler_cpu_seconds(&self, plugin: &str) -> f64 {
+        let labels = PluginLabels {
+            plugin: plugin.to_owned(),
+        };
+        self.handler_cpu_seconds
+            .get(&labels)
+            .map_or(0.0, |counter| counter.get())
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

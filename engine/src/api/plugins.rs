@@ -1,5 +1,5 @@
 //! `GET /v1/plugins`: every plugin the registry knows, with its version,
-//! status, last error and subscriptions.
+//! status, last error, subscriptions and the CPU time its batches took.
 
 use std::time::UNIX_EPOCH;
 
@@ -22,6 +22,7 @@ pub async fn list(State(app): State<AppState>) -> Json<Value> {
                 "loaded_at_ms": status.loaded_at.and_then(|at| at.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64),
                 "last_error": status.last_error,
                 "subscriptions": status.subscriptions,
+                "cpu_seconds": app.metrics.handler_cpu_seconds(&status.name),
             })
         })
         .collect();

@@ -82,6 +82,18 @@ fn compute_rates(first: &Value, last: &Value, secs: f64) -> HashMap<String, f64>
         let delta = total_committed(sub).saturating_sub(before.get(&key).copied().unwrap_or(0));
         rates.insert(format!("subscription/{key}"), delta as f64 / secs);
     }
+    let cpu = |plugin: &Value| plugin["cpu_seconds"].as_f64();
+    let before: HashMap<String, f64> = list(first, "plugins")
+        .iter()
+        .filter_map(|p| Some((str_of(p, "name"), cpu(p)?)))
+        .collect();
+    for plugin in list(last, "plugins") {
+        let name = str_of(plugin, "name");
+        if let (Some(now), Some(then)) = (cpu(plugin), before.get(&name)) {
+            // CPU seconds per second: the cores the plugin's batches used.
+            rates.insert(format!("plugin-cpu/{name}"), (now - then).max(0.0) / secs);
+        }
+    }
     rates
 }
 
@@ -99,6 +111,13 @@ fn sub_key(sub: &Value) -> String {
 
 fn rate(rates: &HashMap<String, f64>, key: &str) -> String {
     rates.get(key).map_or("-".into(), |r| format!("{r:.0}/s"))
+}
+
+/// The share of a core `plugin`'s batches used over the interval.
+fn cores(rates: &HashMap<String, f64>, plugin: &str) -> String {
+    rates
+        .get(&format!("plugin-cpu/{plugin}"))
+        .map_or("-".into(), |cores| format!("{:.0}%", cores * 100.0))
 }
 
 fn table(header: &[&str]) -> Table {
@@ -125,7 +144,7 @@ fn print_tables(status: &Value, rates: &HashMap<String, f64>) {
         ]);
     }
     println!("Topics\n{topics}\n");
-    let mut plugins = table(&["plugin", "status", "version", "topics", "last error"]);
+    let mut plugins = table(&["plugin", "status", "version", "topics", "CPU", "last error"]);
     for plugin in list(status, "plugins") {
         let topics: Vec<String> = list(plugin, "subscriptions")
             .iter()
@@ -136,6 +155,7 @@ fn print_tables(status: &Value, rates: &HashMap<String, f64>) {
             str_of(plugin, "status"),
             str_of(plugin, "version"),
             topics.join(", "),
+            cores(rates, &str_of(plugin, "name")),
             plugin["last_error"]
                 .as_str()
                 .unwrap_or("")

@@ -120,6 +120,27 @@ async fn cli_status_shows_no_lag(base: &str) {
             .any(|p| p["name"] == plugin && p["status"] == "running");
         assert!(listed, "{plugin} not running in {status}");
     }
+    // Each plugin's CPU time (its batches ran 3000 orders), and over an
+    // interval the share of a core it used: none, now that it is idle.
+    let timed = run_cli(&["status", "--json", "--interval", "0.3", "--server", base]).await;
+    let timed: Value = serde_json::from_str(&timed).expect("status --json");
+    for plugin in ORDER_PLUGINS {
+        let entry = timed["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .find(|p| p["name"] == plugin)
+            .unwrap_or_else(|| panic!("{plugin} missing from {timed}"));
+        let cpu = entry["cpu_seconds"].as_f64().unwrap_or(0.0);
+        assert!(cpu > 0.0, "{plugin}: {entry}");
+        let cores = &timed["rates"][format!("plugin-cpu/{plugin}")];
+        assert_eq!(
+            cores.as_f64(),
+            Some(0.0),
+            "{plugin} idle: {}",
+            timed["rates"]
+        );
+    }
 
     let tables = run_cli(&["status", "--interval", "0", "--server", base]).await;
     for plugin in ORDER_PLUGINS {
@@ -127,13 +148,24 @@ async fn cli_status_shows_no_lag(base: &str) {
             .lines()
             .find(|line| line.contains(plugin) && line.contains("ordered"))
             .unwrap_or_else(|| panic!("no subscription row for {plugin}:\n{tables}"));
-        let cells: Vec<&str> = row
-            .split(['│', '┆'])
-            .map(str::trim)
-            .filter(|cell| !cell.is_empty())
-            .collect();
+        let cells = table_cells(row);
         assert_eq!(cells.get(3), Some(&"0"), "lag column of {plugin}: {row}");
+        // Its plugin row: no CPU share without an interval to measure it.
+        let row = tables
+            .lines()
+            .find(|line| line.contains(plugin) && line.contains("running"))
+            .unwrap_or_else(|| panic!("no plugin row for {plugin}:\n{tables}"));
+        let cells = table_cells(row);
+        assert_eq!(cells.get(4), Some(&"-"), "CPU column of {plugin}: {row}");
     }
+}
+
+/// The non-empty cells of one row of a `courier status` table.
+fn table_cells(row: &str) -> Vec<&str> {
+    row.split(['│', '┆'])
+        .map(str::trim)
+        .filter(|cell| !cell.is_empty())
+        .collect()
 }
 
 /// Topic `recommendations` holds one update per change of a user's top
