@@ -283,12 +283,12 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
     let cpu = || stat.as_deref().and_then(cpu_secs);
     let source = Arc::new(Mutex::new(Source::new(args)));
     // Like the store's waits below, scraped outside the phase's time and CPU.
-    let handlers_before = bench.handler_times().await;
+    let cpu_before = bench.plugin_cpu().await;
     let cpu_at_start = cpu();
     let throughput = throughput(bench, args, &source).await?;
     let cpu_drained = cpu();
-    let handlers = match handlers_before {
-        Some(before) => HandlerTimes::between(before, bench.handler_times().await),
+    let plugin_cpu = match cpu_before {
+        Some(before) => PluginCpu::between(before, bench.plugin_cpu().await),
         None => None,
     };
     let measure_latency = args.rate > 0 && args.latency_secs > 0.0;
@@ -341,7 +341,7 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
         "throughput": throughput.json(args, bench.plugins.len()),
         "latency": latency.as_ref().map(Latency::json),
         "store_in_latency_phase": store_waits.as_ref().map(StoreWaits::json),
-        "plugins_in_drain": handlers.as_ref().map(|h| h.json(throughput.orders)),
+        "plugins_in_drain": plugin_cpu.as_ref().map(|cpu| cpu.json(throughput.orders)),
         "engine_cpu": engine_cpu,
         "peak_rss_mb": status.as_deref().and_then(|path| memory_mb(path, "VmHWM:")),
         "rss_after_start_mb": rss_after_start,
@@ -516,10 +516,10 @@ impl Bench {
         self.or_say(scraped.await, "the store's waits")
     }
 
-    /// The bench plugins' handler histograms now, or `None` (with a note).
-    async fn handler_times(&self) -> Option<HandlerTimes> {
+    /// The bench plugins' CPU counters now, or `None` (with a note).
+    async fn plugin_cpu(&self) -> Option<PluginCpu> {
         let scraped = async {
-            HandlerTimes::parse(&self.metrics().await?, &self.plugins)
+            PluginCpu::parse(&self.metrics().await?, &self.plugins)
                 .context("it has no handler CPU counter for every plugin")
         };
         self.or_say(scraped.await, "the plugins' CPU time")
@@ -815,15 +815,15 @@ impl StoreWaits {
 /// The CPU time each plugin's batches took over the throughput and drain
 /// phases (guest code, host calls and staging, measured per batch by the
 /// dispatch threads), from the engine's `courier_handler_cpu_seconds`.
-struct HandlerTimes {
+struct PluginCpu {
     cpu_secs: Vec<(String, f64)>,
 }
 
-impl HandlerTimes {
+impl PluginCpu {
     const METRIC: &str = "courier_handler_cpu_seconds";
 
     /// The counters of `plugins` in one `/metrics` text (all or none).
-    fn parse(text: &str, plugins: &[String]) -> Option<HandlerTimes> {
+    fn parse(text: &str, plugins: &[String]) -> Option<PluginCpu> {
         let cpu_secs = plugins
             .iter()
             .map(|plugin| {
@@ -831,18 +831,18 @@ impl HandlerTimes {
                 Some((plugin.clone(), secs))
             })
             .collect::<Option<_>>()?;
-        Some(HandlerTimes { cpu_secs })
+        Some(PluginCpu { cpu_secs })
     }
 
     /// What happened between two scrapes (`None` if the second failed).
-    fn between(before: HandlerTimes, after: Option<HandlerTimes>) -> Option<HandlerTimes> {
+    fn between(before: PluginCpu, after: Option<PluginCpu>) -> Option<PluginCpu> {
         let cpu_secs = after?
             .cpu_secs
             .into_iter()
             .zip(before.cpu_secs)
             .map(|((plugin, after), (_, before))| (plugin, (after - before).max(0.0)))
             .collect();
-        Some(HandlerTimes { cpu_secs })
+        Some(PluginCpu { cpu_secs })
     }
 
     /// CPU µs per order: each plugin's and their sum.
@@ -1093,7 +1093,7 @@ fn print_report(report: &Value) {
             format!("{us:.1} µs"),
         ));
     }
-    add_handler_row(&mut table, &report["plugins_in_drain"]);
+    add_plugin_cpu_row(&mut table, &report["plugins_in_drain"]);
     if let Some(percent) = cpu["latency_phase_core_percent"].as_f64() {
         table.add_row(info(
             "engine CPU in the latency phase",
@@ -1175,10 +1175,10 @@ fn add_store_rows(table: &mut Table, store: &Value) {
 }
 
 /// `31.2 µs (membership 9.1, notification 9.8, recommendation 12.3)`.
-fn add_handler_row(table: &mut Table, handlers: &Value) {
+fn add_plugin_cpu_row(table: &mut Table, plugins_cpu: &Value) {
     let (Some(total), Some(plugins)) = (
-        handlers["cpu_us_per_order"].as_f64(),
-        handlers["plugins_cpu_us_per_order"].as_object(),
+        plugins_cpu["cpu_us_per_order"].as_f64(),
+        plugins_cpu["plugins_cpu_us_per_order"].as_object(),
     ) else {
         return;
     };
@@ -1187,7 +1187,7 @@ fn add_handler_row(table: &mut Table, handlers: &Value) {
         .map(|(plugin, us)| format!("{plugin} {:.1}", us.as_f64().unwrap_or(0.0)))
         .collect();
     table.add_row(info(
-        "of it, running the plugins' batches",
+        "in the plugins' batches (CPU per order)",
         format!("{total:.1} µs ({})", each.join(", ")),
     ));
 }
