@@ -19,7 +19,7 @@
 //! retention_max_age = "7days"   # "" = no age limit
 //! retention_max_bytes = 0       # 0 = no size limit
 //! background_threads = 0        # fjall flush/compaction threads; 0 = fjall's default
-//! state_checkpoint_bytes = 16777216  # state changelog between checkpoints
+//! state_checkpoint_bytes = 16777216  # state held only in memory before a checkpoint
 //!
 //! [plugins]
 //! dir = "plugins"

@@ -11,8 +11,16 @@
 //! **checkpoint** copies them into `state` now and then, once per key
 //! however often it was written meanwhile.
 //!
-//! A checkpoint pass starts once [`StoreConfig::state_checkpoint_bytes`] of
-//! changelog piled up since the last one began, at sequence number `upto`.
+//! A checkpoint pass starts at sequence number `upto` once
+//! [`StoreConfig::state_checkpoint_bytes`] of changelog piled up since the
+//! last one began *and* the values only the table holds (the dirty ones)
+//! add up to as much; or, whatever they add up to, once [`REPLAY_FACTOR`]
+//! times that much changelog piled up. The first bounds the memory pinned
+//! by dirty values, the second what a reopen replays. A pass copies every
+//! dirty key once, so when plugins rewrite the same keys over and over (a
+//! member's points, a user's profile) the dirty set stays small and passes
+//! come up to [`REPLAY_FACTOR`] times less often: fewer random inserts into
+//! `state` and less for fjall to flush and compact.
 //! It walks the state table shard by shard, lists each shard's dirty keys
 //! (sorted, so neighbouring inserts share their skiplist path) and copies
 //! a chunk of them into `state` with each following group commit: no
@@ -37,7 +45,6 @@
 //! - A dirty value leaves the table's pinned set only once a commit that
 //!   copied it into `state` succeeded; reads never see an older value.
 //!
-//! [`StateTable`]: super::state_table::StateTable
 //! [`StoreConfig::state_checkpoint_bytes`]: super::StoreConfig::state_checkpoint_bytes
 
 use std::sync::atomic::Ordering;
@@ -47,6 +54,7 @@ use fjall::OwnedWriteBatch;
 use super::codec;
 use super::keys;
 use super::shared::Shared;
+use super::state_table::StateTable;
 
 /// Most keys one group commit copies into `state` during a pass: bounds
 /// what a pass adds to any one commit (a few milliseconds at most).
@@ -54,6 +62,9 @@ pub(crate) const CHUNK_KEYS: usize = 512;
 /// Fewest keys a group commit copies during a pass, however little state
 /// it wrote itself, so a pass ends even when writes trickle in.
 pub(crate) const MIN_CHUNK_KEYS: usize = 32;
+/// A pass starts at the latest once this many times
+/// `state_checkpoint_bytes` of changelog piled up since the last one began.
+pub(crate) const REPLAY_FACTOR: u64 = 8;
 /// Largest changelog record: a group that wrote more state gets several
 /// (fjall values should stay far below its limits, and replay decodes one
 /// record at a time).
@@ -206,6 +217,12 @@ impl Checkpointer {
         (copied, Some(upto))
     }
 
+    /// Whether a pass should start now (see the module docs).
+    fn pass_due(&self, table: &StateTable) -> bool {
+        self.since_pass >= self.threshold.saturating_mul(REPLAY_FACTOR)
+            || (self.since_pass >= self.threshold && table.dirty_bytes() as u64 >= self.threshold)
+    }
+
     /// The group committed: its values enter the table, the copied ones
     /// turn clean, and a new pass starts if the changelog grew enough.
     pub fn committed(&mut self, shared: &Shared, staged: Staged) {
@@ -220,7 +237,7 @@ impl Checkpointer {
             shared.stats.state_checkpoint.store(upto, Ordering::Release);
             super::shared::Stats::add(&shared.stats.state_checkpoints, 1);
         }
-        if self.pass.is_none() && self.since_pass >= self.threshold {
+        if self.pass.is_none() && self.pass_due(table) {
             // Between two commits every dirty value is in a record up to the
             // last one: the pass copies them all.
             self.since_pass = 0;

@@ -6,8 +6,9 @@
 //! redeliveries (both bounded by `max_unacked` and the retry set), and one
 //! counters record. Its cost is independent of the backlog's size. Then it
 //! replays the state changelog written since the last checkpoint into
-//! `state` (bounded by `state_checkpoint_bytes`), so the store starts with
-//! all state checkpointed and an empty table.
+//! `state` (at most about `REPLAY_FACTOR` + 1 times
+//! `state_checkpoint_bytes`), so the store starts with all state
+//! checkpointed and an empty table.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

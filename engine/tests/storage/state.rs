@@ -313,3 +313,79 @@ async fn small_commits_carry_small_checkpoint_chunks_and_the_pass_still_ends() {
         );
     }
 }
+
+/// `count` keys named `{prefix}{i}`, each set to 1,000 bytes of `fill`.
+fn sets(prefix: &str, count: usize, fill: u8) -> Vec<StateOp> {
+    (0..count)
+        .map(|i| StateOp::Set {
+            key: format!("{prefix}{i:03}"),
+            value: vec![fill; 1000],
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rewriting_the_same_keys_checkpoints_rarely_and_new_keys_as_often_as_before() {
+    // Threshold 64 KiB; every commit writes ~10 KB of changelog.
+    const THRESHOLD: u64 = 64 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), THRESHOLD);
+    create_topic(&store, "t", 1).await;
+    let sub = store
+        .subscribe("s", "t", settings(DeliveryMode::Ordered))
+        .await
+        .expect("subscribe");
+    store
+        .append("t", &messages(200, |_| None))
+        .await
+        .expect("append");
+
+    // The same ten keys over and over: the dirty values stay ~11 KB, so no
+    // pass starts at 64 KiB of changelog, nor at 4x that (40 commits
+    // write ~400 KB)...
+    for round in 0..40u8 {
+        settle_one(&sub, sets("hot/", 10, round)).await;
+    }
+    assert_eq!(store.stats().state_checkpoints, 0, "checkpointed hot keys");
+    assert!(store.stats().state_dirty_bytes < THRESHOLD);
+    // ...but one does by 8x (512 KiB: a reopen's replay stays bounded).
+    for round in 40..70u8 {
+        settle_one(&sub, sets("hot/", 10, round)).await;
+    }
+    let after_hot = store.stats().state_checkpoints;
+    assert!(after_hot >= 1, "no checkpoint after ~700 KB of changelog");
+
+    // New keys every commit: the dirty values grow as fast as the
+    // changelog, so passes start every 64 KiB again and bound them.
+    for round in 0..60u8 {
+        settle_one(&sub, sets(&format!("new/{round:02}/"), 10, round)).await;
+        assert!(
+            store.stats().state_dirty_bytes < 3 * THRESHOLD,
+            "dirty values grew to {} bytes",
+            store.stats().state_dirty_bytes
+        );
+    }
+    let passes = store.stats().state_checkpoints - after_hot;
+    assert!(passes >= 5, "{passes} checkpoints over ~600 KB of new keys");
+
+    // Every value reads back, and again after a reopen (which replays
+    // the changelog written since the last checkpoint).
+    let check = |store: &Store| {
+        for (key, fill) in [
+            ("hot/000", 69),
+            ("hot/009", 69),
+            ("new/00/000", 0),
+            ("new/59/009", 59),
+        ] {
+            assert_eq!(
+                store.state_get("s", key).expect("get"),
+                Some(vec![fill; 1000]),
+                "{key}"
+            );
+        }
+    };
+    check(&store);
+    store.close().await;
+    drop((sub, store));
+    check(&open(dir.path(), THRESHOLD));
+}
