@@ -237,6 +237,23 @@ async fn scans_merge_checkpointed_values_with_newer_writes_and_deletes() {
     );
 }
 
+/// A store with checkpoint `threshold`, topic `t` (one partition) holding
+/// 200 messages, and subscription `s` of it (ordered): one message for
+/// each [`settle_one`].
+async fn store_with_messages(dir: &std::path::Path, threshold: u64) -> (Store, Subscription) {
+    let store = open(dir, threshold);
+    create_topic(&store, "t", 1).await;
+    let sub = store
+        .subscribe("s", "t", settings(DeliveryMode::Ordered))
+        .await
+        .expect("subscribe");
+    store
+        .append("t", &messages(200, |_| None))
+        .await
+        .expect("append");
+    (store, sub)
+}
+
 /// Settles the next message (batch of one) with `state` as its effects.
 async fn settle_one(sub: &Subscription, state: Vec<StateOp>) {
     let Poll::Ready(lease) = poll(sub, 0, 1).await else {
@@ -264,16 +281,7 @@ async fn small_commits_carry_small_checkpoint_chunks_and_the_pass_still_ends() {
     // before, the pass ended after four), and the pass does end.
     const DIRTY: usize = 2000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path(), 1);
-    create_topic(&store, "t", 1).await;
-    let sub = store
-        .subscribe("s", "t", settings(DeliveryMode::Ordered))
-        .await
-        .expect("subscribe");
-    store
-        .append("t", &messages(200, |_| None))
-        .await
-        .expect("append");
+    let (store, sub) = store_with_messages(dir.path(), 1).await;
     let bulk = (0..DIRTY)
         .map(|i| StateOp::Set {
             key: format!("bulk/{i:05}"),
@@ -329,16 +337,7 @@ async fn rewriting_the_same_keys_checkpoints_rarely_and_new_keys_as_often_as_bef
     // Threshold 64 KiB; every commit writes ~10 KB of changelog.
     const THRESHOLD: u64 = 64 * 1024;
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path(), THRESHOLD);
-    create_topic(&store, "t", 1).await;
-    let sub = store
-        .subscribe("s", "t", settings(DeliveryMode::Ordered))
-        .await
-        .expect("subscribe");
-    store
-        .append("t", &messages(200, |_| None))
-        .await
-        .expect("append");
+    let (store, sub) = store_with_messages(dir.path(), THRESHOLD).await;
 
     // The same ten keys over and over: the dirty values stay ~11 KB, so no
     // pass starts at 64 KiB of changelog, nor at 4x that (40 commits

@@ -144,28 +144,27 @@ async fn cli_status_shows_no_lag(base: &str) {
 
     let tables = run_cli(&["status", "--interval", "0", "--server", base]).await;
     for plugin in ORDER_PLUGINS {
-        let row = tables
-            .lines()
-            .find(|line| line.contains(plugin) && line.contains("ordered"))
-            .unwrap_or_else(|| panic!("no subscription row for {plugin}:\n{tables}"));
-        let cells = table_cells(row);
-        assert_eq!(cells.get(3), Some(&"0"), "lag column of {plugin}: {row}");
-        // Its plugin row: no CPU share without an interval to measure it.
-        let row = tables
-            .lines()
-            .find(|line| line.contains(plugin) && line.contains("running"))
-            .unwrap_or_else(|| panic!("no plugin row for {plugin}:\n{tables}"));
-        let cells = table_cells(row);
-        assert_eq!(cells.get(4), Some(&"-"), "CPU column of {plugin}: {row}");
+        // Its subscription row (mode `ordered`) and its plugin row, which
+        // has no CPU share without an interval to measure it.
+        let lag = table_cell(&tables, plugin, "ordered", 3);
+        assert_eq!(lag, "0", "lag column of {plugin}:\n{tables}");
+        let cpu = table_cell(&tables, plugin, "running", 4);
+        assert_eq!(cpu, "-", "CPU column of {plugin}:\n{tables}");
     }
 }
 
-/// The non-empty cells of one row of a `courier status` table.
-fn table_cells(row: &str) -> Vec<&str> {
+/// Cell `index` (counting non-empty cells) of the `courier status` table
+/// row that names `plugin` and `marker`.
+fn table_cell<'a>(tables: &'a str, plugin: &str, marker: &str, index: usize) -> &'a str {
+    let row = tables
+        .lines()
+        .find(|line| line.contains(plugin) && line.contains(marker))
+        .unwrap_or_else(|| panic!("no row with {plugin} and {marker}:\n{tables}"));
     row.split(['│', '┆'])
         .map(str::trim)
         .filter(|cell| !cell.is_empty())
-        .collect()
+        .nth(index)
+        .unwrap_or_else(|| panic!("no cell {index} in {row}"))
 }
 
 /// Topic `recommendations` holds one update per change of a user's top
