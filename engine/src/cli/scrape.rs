@@ -1,12 +1,14 @@
-//! Reads latency histograms back out of the engine's `/metrics` text, so
-//! `courier bench` can say how the store's own waits (fsyncs, commits into
-//! fjall, write stalls) behaved while it measured end-to-end latency: a
-//! slow tail either shows there or is not the store's.
+//! Reads histograms and counters back out of the engine's `/metrics`
+//! text, so `courier bench` can say how the store's own waits (fsyncs,
+//! commits into fjall, write stalls) behaved while it measured end-to-end
+//! latency (a slow tail either shows there or is not the store's), and how
+//! much CPU the plugins' batches took during the drain.
 //!
-//! Only the histogram lines the engine writes are read (`NAME_bucket{le=..}`,
-//! `NAME_sum`, `NAME_count`, with or without labels such as
-//! `{plugin="membership"}`); one series is picked by its labels and
-//! everything else in the text is skipped.
+//! Only the sample lines the engine writes are read: a histogram's
+//! `NAME_bucket{le=..}`, `NAME_sum` and `NAME_count`, a counter's
+//! `NAME_total`, with or without labels such as `{plugin="membership"}`;
+//! one series is picked by its labels and everything else in the text is
+//! skipped.
 
 use serde_json::{Value, json};
 
