@@ -31,6 +31,9 @@ use crate::storage::DEFAULT_MAX_MESSAGE_BYTES;
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Set (to anything) in the engine's environment to have wasmtime write a
+/// perf map of the compiled plugins.
+pub const PERFMAP_ENV: &str = "COURIER_PERFMAP";
 /// Largest `.wasm` file accepted.
 pub const MAX_WASM_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -79,6 +82,11 @@ impl PluginRuntime {
             // allocator heaps, for a one-off saving of ~100 ms per plugin
             // (artifacts are cached, so restarts do not compile at all).
             .parallel_compilation(false);
+        // A profiling aid: `/tmp/perf-<pid>.map` names the compiled guest
+        // functions for `perf` (plugins/README.md, "Profiling a plugin").
+        if std::env::var_os(PERFMAP_ENV).is_some() {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(|e| Error::Wasmtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
