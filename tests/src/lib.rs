@@ -463,6 +463,8 @@ pub fn free_port() -> u16 {
 pub struct CourierProcess {
     child: Option<Child>,
     args: Vec<OsString>,
+    /// Environment variables set for the process, on top of this one's.
+    envs: Vec<(OsString, OsString)>,
     log_path: PathBuf,
     /// Length of the log when the current process started.
     log_start: u64,
@@ -479,6 +481,17 @@ impl CourierProcess {
         extra: &[&str],
         log_path: &Path,
     ) -> CourierProcess {
+        Self::spawn_with_env(data_dir, plugins_dir, extra, &[], log_path)
+    }
+
+    /// [`Self::spawn`] with `envs` set in the process's environment.
+    pub fn spawn_with_env(
+        data_dir: &Path,
+        plugins_dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        log_path: &Path,
+    ) -> CourierProcess {
         let port = free_port();
         let mut args: Vec<OsString> = vec![
             "serve".into(),
@@ -491,6 +504,10 @@ impl CourierProcess {
         let mut process = CourierProcess {
             child: None,
             args,
+            envs: envs
+                .iter()
+                .map(|(name, value)| (name.into(), value.into()))
+                .collect(),
             log_path: log_path.to_owned(),
             log_start: 0,
             port,
@@ -512,6 +529,7 @@ impl CourierProcess {
             .args(&self.args)
             .env_remove("COURIER_CONFIG")
             .env_remove("COURIER_TOKEN")
+            .envs(self.envs.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -569,6 +587,11 @@ impl CourierProcess {
         self.kill();
         self.start();
         self.wait_ready(timeout).await;
+    }
+
+    /// The process id of the running process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is running (not exited, not killed).

@@ -1,10 +1,11 @@
 //! Configuration of the real binary: a config file with a key Courier does
 //! not know stops `courier serve` at once with an error that names the key
-//! and the file, instead of running with a silently ignored setting.
+//! and the file, instead of running with a silently ignored setting; and
+//! `COURIER_PERFMAP` makes it write a perf map of its compiled plugins.
 
 use std::time::{Duration, Instant};
 
-use courier_tests::courier_binary;
+use courier_tests::{CourierProcess, courier_binary, install_plugin};
 
 /// Runs `courier serve` with `args` and returns (exit code, stderr); fails
 /// if it is still running after `timeout` (it started serving).
@@ -81,4 +82,45 @@ fn unknown_config_keys_stop_the_binary_with_a_clear_error() {
     );
     assert_eq!(code, Some(1), "missing file; stderr: {stderr}");
     assert!(stderr.contains("/no/such/courier.toml"), "{stderr}");
+}
+
+/// The perf map of the engine process `pid`, if it wrote one.
+fn perf_map(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/tmp/perf-{pid}.map")).ok()
+}
+
+#[tokio::test]
+async fn perfmap_names_the_compiled_plugin_functions_only_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    install_plugin(&plugins, "fixture-ack", "ack", None);
+    let mut maps = Vec::new();
+    for (name, envs) in [
+        ("plain", &[][..]),
+        ("profiled", &[("COURIER_PERFMAP", "1")][..]),
+    ] {
+        let mut engine = CourierProcess::spawn_with_env(
+            &dir.path().join(name),
+            &plugins,
+            &[],
+            envs,
+            &dir.path().join(format!("{name}.log")),
+        );
+        // Ready = the boot plugins are loaded (boot is the first reload).
+        engine.wait_ready(Duration::from_secs(30)).await;
+        let pid = engine.pid().expect("running");
+        maps.push(perf_map(pid));
+        engine.kill();
+        let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    }
+    assert_eq!(maps[0], None, "a perf map without COURIER_PERFMAP");
+    let profiled = maps[1]
+        .as_deref()
+        .expect("no perf map with COURIER_PERFMAP=1");
+    assert!(
+        profiled.lines().any(|line| line.contains("wasm[0]::")),
+        "the perf map names no Wasm function:\n{}",
+        &profiled[..profiled.len().min(2000)]
+    );
 }
