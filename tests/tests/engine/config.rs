@@ -3,7 +3,7 @@
 //! and the file, instead of running with a silently ignored setting; and
 //! `COURIER_PERFMAP` makes it write a perf map of its compiled plugins.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use courier_tests::{CourierProcess, courier_binary, install_plugin};
 
@@ -84,9 +84,14 @@ fn unknown_config_keys_stop_the_binary_with_a_clear_error() {
     assert!(stderr.contains("/no/such/courier.toml"), "{stderr}");
 }
 
-/// The perf map of the engine process `pid`, if it wrote one.
-fn perf_map(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/tmp/perf-{pid}.map")).ok()
+/// The perf map of the engine process `pid`, if it wrote one since
+/// `started` (an older file is another process's whose pid was reused).
+fn perf_map(pid: u32, started: SystemTime) -> Option<String> {
+    let path = format!("/tmp/perf-{pid}.map");
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    (modified >= started)
+        .then(|| std::fs::read_to_string(&path).ok())
+        .flatten()
 }
 
 #[tokio::test]
@@ -100,6 +105,8 @@ async fn perfmap_names_the_compiled_plugin_functions_only_when_asked() {
         ("plain", &[][..]),
         ("profiled", &[("COURIER_PERFMAP", "1")][..]),
     ] {
+        // File times may be coarser than the clock: start a second early.
+        let started = SystemTime::now() - Duration::from_secs(1);
         let mut engine = CourierProcess::spawn_with_env(
             &dir.path().join(name),
             &plugins,
@@ -110,7 +117,7 @@ async fn perfmap_names_the_compiled_plugin_functions_only_when_asked() {
         // Ready = the boot plugins are loaded (boot is the first reload).
         engine.wait_ready(Duration::from_secs(30)).await;
         let pid = engine.pid().expect("running");
-        maps.push(perf_map(pid));
+        maps.push(perf_map(pid, started));
         engine.kill();
         let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
     }
@@ -121,6 +128,6 @@ async fn perfmap_names_the_compiled_plugin_functions_only_when_asked() {
     assert!(
         profiled.lines().any(|line| line.contains("wasm[0]::")),
         "the perf map names no Wasm function:\n{}",
-        &profiled[..profiled.len().min(2000)]
+        profiled.chars().take(2000).collect::<String>()
     );
 }
