@@ -20,12 +20,13 @@
 //! then handled one at a time, in order. Invalid orders are dead-lettered.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::OnceLock;
 
 use courier_plugin::{Error, Message, Outcome, Plugin, config, publish_json, state};
 use order_model::Order;
-use serde::{Deserialize, Serialize};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The topic profile updates go to.
 const UPDATES_TOPIC: &str = "recommendations";
@@ -38,16 +39,31 @@ const TOP_CATEGORIES: usize = 3;
 #[serde(transparent)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A user's purchase profile, as stored under `profile/<user_id>`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 struct Profile<'a> {
     orders: u64,
     #[serde(borrow)]
-    categories: BTreeMap<Text<'a>, u64>,
+    categories: Categories<'a>,
     #[serde(borrow)]
     recent: Vec<Text<'a>>,
 }
+
+/// Units bought per category, sorted by name: a JSON object in the
+/// profile, held as a flat vector (a lookup is a binary search over a
+/// dozen names; nothing to allocate per category, unlike a tree).
+#[derive(Debug, Default)]
+struct Categories<'a>(Vec<(Text<'a>, u64)>);
+
+/// The top categories, most units first (ties by name).
+type Top<'a> = [Option<Text<'a>>; TOP_CATEGORIES];
 
 /// What `publish_updates` sends to `recommendations`.
 #[derive(Serialize)]
@@ -81,20 +97,20 @@ fn update(order: &Order) -> Result<(), Error> {
         None => Profile::default(),
     };
     // Borrowed from the stored bytes (or the order), not copied.
-    let before: Vec<Text> = if settings.publish_updates {
-        profile.top_categories(TOP_CATEGORIES)
-    } else {
-        Vec::new()
-    };
+    let before = settings.publish_updates.then(|| profile.categories.top());
     profile.record(order, settings.recent_items);
-    state::set_json(&key, &profile)?;
+    // About the stored size: the profile grows by a few bytes at most, so
+    // the buffer is not regrown while it is written.
+    let mut json = Vec::with_capacity(stored.as_ref().map_or(256, |bytes| bytes.len() + 64));
+    serde_json::to_writer(&mut json, &profile)?;
+    state::set(&key, &json)?;
     state::increment("stats/profiles_updated", 1)?;
-    if settings.publish_updates {
-        let top = profile.top_categories(TOP_CATEGORIES);
+    if let Some(before) = before {
+        let top = profile.categories.top();
         if top != before {
             let update = Update {
                 user_id: &order.user_id,
-                top_categories: top.iter().map(|name| name.0.as_ref()).collect(),
+                top_categories: top.iter().flatten().map(Text::as_str).collect(),
             };
             publish_json(UPDATES_TOPIC, Some(order.user_id.as_bytes()), &update)?;
         }
@@ -107,8 +123,8 @@ impl<'a> Profile<'a> {
     fn record(&mut self, order: &'a Order, recent_items: usize) {
         self.orders += 1;
         for item in &order.items {
-            let category = Text(Cow::Borrowed(item.category.as_ref()));
-            *self.categories.entry(category).or_default() += u64::from(item.quantity);
+            self.categories
+                .add(&item.category, u64::from(item.quantity));
         }
         let mut recent: Vec<Text<'a>> = Vec::with_capacity(recent_items);
         let newest = order
@@ -125,21 +141,76 @@ impl<'a> Profile<'a> {
         }
         self.recent = recent;
     }
+}
 
-    /// Up to `n` categories, most units first (ties by name). The names are
-    /// clones of the profile's, so they borrow what it borrows.
-    fn top_categories(&self, n: usize) -> Vec<Text<'a>> {
-        let mut ranked: Vec<(&Text<'a>, u64)> = self
-            .categories
-            .iter()
-            .map(|(name, units)| (name, *units))
-            .collect();
-        ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        ranked
-            .into_iter()
-            .take(n)
-            .map(|(name, _)| name.clone())
-            .collect()
+impl<'a> Categories<'a> {
+    /// Adds `units` to `category` (inserted in name order if new).
+    fn add(&mut self, category: &'a str, units: u64) {
+        match self
+            .0
+            .binary_search_by(|(name, _)| name.as_str().cmp(category))
+        {
+            Ok(at) => self.0[at].1 += units,
+            Err(at) => self.0.insert(at, (Text(Cow::Borrowed(category)), units)),
+        }
+    }
+
+    /// The [`TOP_CATEGORIES`] categories with the most units, ties by name
+    /// (clones of the names, so they borrow what the profile borrows).
+    fn top(&self) -> Top<'a> {
+        let mut best: [Option<(&Text<'a>, u64)>; TOP_CATEGORIES] = [None; TOP_CATEGORIES];
+        // Names come in ascending order, so a later name with as many units
+        // never outranks an earlier one: only strictly more units move it up.
+        for (name, units) in &self.0 {
+            let Some(at) = best
+                .iter()
+                .position(|slot| slot.is_none_or(|(_, held)| *units > held))
+            else {
+                continue;
+            };
+            best[at..].rotate_right(1);
+            best[at] = Some((name, *units));
+        }
+        best.map(|slot| slot.map(|(name, _)| name.clone()))
+    }
+}
+
+impl Serialize for Categories<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, units)| (name, units)))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Categories<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries<'a>(std::marker::PhantomData<Categories<'a>>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for Entries<'a> {
+            type Value = Categories<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of units per category")
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut entries: Vec<(Text<'a>, u64)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(16).min(64));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                // Profiles are written sorted; anything else (edited by
+                // hand, duplicate names) is put in order, the last of
+                // duplicate names winning as in a map.
+                if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+                    entries.reverse();
+                    entries.sort_by(|a, b| a.0.cmp(&b.0));
+                    entries.dedup_by(|later, earlier| later.0 == earlier.0);
+                }
+                Ok(Categories(entries))
+            }
+        }
+
+        deserializer.deserialize_map(Entries(std::marker::PhantomData))
     }
 }
 
