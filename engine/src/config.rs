@@ -18,7 +18,7 @@
 //! partitions = 8                # of topics created by a first publish
 //! retention_max_age = "7days"   # "" = no age limit
 //! retention_max_bytes = 0       # 0 = no size limit
-//! background_threads = 0        # fjall flush/compaction threads; 0 = fjall's default
+//! background_threads = 1        # fjall flush/compaction threads; 0 = fjall's default
 //! state_checkpoint_bytes = 16777216  # state held only in memory before a checkpoint
 //!
 //! [plugins]
@@ -485,7 +485,7 @@ mod tests {
             fsync = "interval:50"
             partitions = 4
             retention_max_age = "2h"
-            background_threads = 1
+            background_threads = 2
             state_checkpoint_bytes = 4194304
             [plugins]
             dir = "/etc/courier/plugins"
@@ -507,7 +507,7 @@ mod tests {
         );
         assert_eq!(config.store.fsync, FsyncPolicy::Never);
         assert_eq!(config.store.default_topic.partitions, 4);
-        assert_eq!(config.store.background_threads, Some(1));
+        assert_eq!(config.store.background_threads, Some(2));
         assert_eq!(config.store.state_checkpoint_bytes, 4 * 1024 * 1024);
         assert_eq!(
             config.store.default_topic.retention.max_age,

@@ -94,9 +94,10 @@ pub struct StoreConfig {
     /// How often retention and disk checks run.
     pub maintenance_interval: Duration,
     /// fjall's background threads (flushes and compactions); `None`:
-    /// fjall's default, one per core up to 4. One avoids a spinning worker
-    /// (better latency at moderate load) but queues flushes behind
-    /// compactions (lower sustained throughput); see ARCHITECTURE.md.
+    /// fjall's default, one per core up to 4. The default is one: with
+    /// more, fjall 3.1's first worker spins while another compacts (see
+    /// ARCHITECTURE.md, "Memory"); one queues flushes behind compactions
+    /// instead, which the write-buffer bound keeps in check.
     pub background_threads: Option<usize>,
     /// A state checkpoint starts once this many changelog bytes and as
     /// many bytes of state held only in memory piled up, or
@@ -129,7 +130,7 @@ impl StoreConfig {
             min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_BYTES,
             cache_bytes: DEFAULT_CACHE_BYTES,
             maintenance_interval: Duration::from_secs(5),
-            background_threads: None,
+            background_threads: Some(1),
             state_checkpoint_bytes: DEFAULT_STATE_CHECKPOINT_BYTES,
         }
     }
