@@ -31,8 +31,8 @@ clippy: plugins
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) --manifest-path $(PLUGINS_MANIFEST) --workspace --all-targets -- -D warnings
 
-# The plugins' shared logic (order-model) is plain Rust: its unit tests run
-# natively.
+# The plugins' shared logic (order-model) and recommendation's profile code
+# are plain Rust: their unit tests run natively.
 test: fmt-check clippy plugins
 	$(CARGO) test --workspace
-	$(CARGO) test --manifest-path $(PLUGINS_MANIFEST) -p order-model
+	$(CARGO) test --manifest-path $(PLUGINS_MANIFEST) -p order-model -p recommendation

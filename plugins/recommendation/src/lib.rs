@@ -57,8 +57,8 @@ struct Profile<'a> {
 }
 
 /// Units bought per category, sorted by name: a JSON object in the
-/// profile, held as a flat vector (a lookup is a binary search over a
-/// dozen names; nothing to allocate per category, unlike a tree).
+/// profile, held as a flat vector (a lookup scans a dozen names; nothing
+/// to allocate per category, unlike a tree).
 #[derive(Debug, Default)]
 struct Categories<'a>(Vec<(Text<'a>, u64)>);
 
@@ -240,3 +240,73 @@ fn settings() -> Result<&'static Settings, Error> {
 }
 
 courier_plugin::export!(Recommendation);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(json: &str) -> Profile<'_> {
+        serde_json::from_str(json).expect("profile JSON")
+    }
+
+    fn names<'a>(top: &'a Top<'a>) -> Vec<&'a str> {
+        top.iter().flatten().map(Text::as_str).collect()
+    }
+
+    #[test]
+    fn categories_round_trip_as_a_sorted_object() {
+        let json = r#"{"orders":2,"categories":{"books":4,"garden":1},"recent":["sku-2","sku-1"]}"#;
+        let mut stored = profile(json);
+        assert_eq!(serde_json::to_string(&stored).expect("JSON"), json);
+        stored.categories.add("art", 2);
+        stored.categories.add("books", 1);
+        assert_eq!(
+            serde_json::to_string(&stored.categories).expect("JSON"),
+            r#"{"art":2,"books":5,"garden":1}"#
+        );
+    }
+
+    #[test]
+    fn unsorted_or_repeated_names_are_put_in_order_the_last_winning() {
+        let stored = profile(r#"{"categories":{"toys":1,"books":2,"toys":7}}"#);
+        assert_eq!(
+            serde_json::to_string(&stored.categories).expect("JSON"),
+            r#"{"books":2,"toys":7}"#
+        );
+    }
+
+    #[test]
+    fn top_ranks_by_units_then_name() {
+        let stored = profile(r#"{"categories":{"art":3,"books":5,"garden":3,"toys":9,"zoo":3}}"#);
+        assert_eq!(names(&stored.categories.top()), ["toys", "books", "art"]);
+        let few = profile(r#"{"categories":{"garden":1,"art":1}}"#);
+        assert_eq!(names(&few.categories.top()), ["art", "garden"]);
+        assert!(names(&Profile::default().categories.top()).is_empty());
+    }
+
+    #[test]
+    fn recent_skus_are_newest_first_distinct_and_bounded() {
+        let payload = r#"{"order_id":"o-1","user_id":"u-1","merchant_id":"m-1","items":[{"sku":"sku-3","category":"books","price_cents":100,"quantity":1},{"sku":"sku-1","category":"books","price_cents":100,"quantity":2},{"sku":"sku-3","category":"art","price_cents":100,"quantity":1}],"total_cents":400,"currency":"EUR","created_ms":1}"#;
+        let order = order_model::parse(payload.as_bytes()).expect("order");
+        let mut stored = profile(r#"{"orders":1,"recent":["sku-1","sku-2","sku-4"]}"#);
+        stored.record(&order, 4);
+        let recent: Vec<&str> = stored.recent.iter().map(Text::as_str).collect();
+        assert_eq!(recent, ["sku-3", "sku-1", "sku-2", "sku-4"]);
+        assert_eq!(stored.orders, 2);
+        assert_eq!(
+            serde_json::to_string(&stored.categories).expect("JSON"),
+            r#"{"art":1,"books":3}"#
+        );
+        stored.record(&order, 2);
+        let recent: Vec<&str> = stored.recent.iter().map(Text::as_str).collect();
+        assert_eq!(recent, ["sku-3", "sku-1"]);
+    }
+
+    #[test]
+    fn same_is_string_equality() {
+        assert!(same("sku-000123", "sku-000123"));
+        assert!(!same("sku-000123", "sku-000124"));
+        assert!(!same("sku-1", "sku-10"));
+        assert!(same("", ""));
+    }
+}
