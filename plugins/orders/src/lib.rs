@@ -120,19 +120,9 @@ impl std::error::Error for InvalidOrder {
 
 /// Parses and validates one order from a message payload.
 pub fn parse(payload: &[u8]) -> Result<Order<'_>, InvalidOrder> {
-    let order: Order = from_json(payload).map_err(InvalidOrder::Json)?;
+    let order: Order = courier_plugin::from_json(payload).map_err(InvalidOrder::Json)?;
     order.validate()?;
     Ok(order)
-}
-
-/// `serde_json::from_slice`, with one UTF-8 check of the whole input
-/// instead of one per string (the slice reader's way, and a call each in
-/// Wasm); a payload that is not UTF-8 goes to `from_slice` for its error.
-pub fn from_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(bytes),
-    }
 }
 
 impl Order<'_> {

@@ -93,14 +93,14 @@ fn update(order: &Order) -> Result<(), Error> {
     let key = format!("profile/{}", order.user_id);
     let stored = state::get(&key)?;
     let mut profile: Profile = match &stored {
-        Some(bytes) => order_model::from_json(bytes)?,
+        Some(bytes) => courier_plugin::from_json(bytes)?,
         None => Profile::default(),
     };
     // Borrowed from the stored bytes (or the order), not copied.
     let before = settings.publish_updates.then(|| profile.categories.top());
     profile.record(order, settings.recent_items);
-    // About the stored size: the profile grows by a few bytes at most, so
-    // the buffer is not regrown while it is written.
+    // Sized from the stored profile, which an order grows by a few bytes
+    // at most: the buffer is not regrown while the profile is written.
     let mut json = Vec::with_capacity(stored.as_ref().map_or(256, |bytes| bytes.len() + 64));
     serde_json::to_writer(&mut json, &profile)?;
     state::set(&key, &json)?;
@@ -203,9 +203,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Categories<'a> {
                 while let Some(entry) = map.next_entry()? {
                     entries.push(entry);
                 }
-                // Profiles are written sorted; anything else (edited by
-                // hand, duplicate names) is put in order, the last of
-                // duplicate names winning as in a map.
+                // This plugin writes profiles sorted (so did its versions
+                // that held a `BTreeMap`); anything else is put in order,
+                // the last of duplicate names winning as in a map.
                 if !entries.is_sorted_by(|a, b| a.0 < b.0) {
                     entries.reverse();
                     entries.sort_by(|a, b| a.0.cmp(&b.0));

@@ -80,6 +80,17 @@ pub mod state;
 pub use error::Error;
 pub use message::{Message, Outcome, RetryRequest};
 
+/// Parses JSON bytes into `T`, which may borrow from them: like
+/// `serde_json::from_slice`, but the bytes are checked as UTF-8 once, not
+/// string by string (a call each in Wasm, several per order). Bytes that
+/// are not UTF-8 go to `from_slice`, whose error says where they are.
+pub fn from_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
 /// The generated bindings of the `consumer` world. Used by [`export!`]; not
 /// part of the supported API.
 #[doc(hidden)]

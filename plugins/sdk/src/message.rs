@@ -15,7 +15,7 @@ impl Message {
     /// fields), which avoids copying strings. The error says what is wrong
     /// and where, e.g. ``missing field `user_id` at line 1 column 40``.
     pub fn json<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.payload)
+        crate::from_json(&self.payload)
     }
 
     /// The payload as text, or `None` if it is not valid UTF-8.

@@ -22,7 +22,7 @@ pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
 /// Fails with [`Error::Json`] if the stored value is not JSON for `T`.
 pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
     match store::get(key)? {
-        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        Some(bytes) => Ok(Some(crate::from_json(&bytes)?)),
         None => Ok(None),
     }
 }
