@@ -326,7 +326,7 @@ impl Expected {
         }
     }
 
-    /// Sum of every user's points (membership `stats/points`).
+    /// Sum of every user's points (membership `points/<user>`).
     pub fn total_points(&self) -> i64 {
         self.points_by_user.values().sum()
     }

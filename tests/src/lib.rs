@@ -229,6 +229,20 @@ impl Client {
             .cloned()
     }
 
+    /// Messages of `topic` that `plugin` is done with: the sum of its
+    /// partitions' committed offsets (0 if not subscribed).
+    pub async fn committed(&self, plugin: &str, topic: &str) -> u64 {
+        let Some(sub) = self.subscription(plugin, topic).await else {
+            return 0;
+        };
+        sub["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|p| p["committed"].as_u64().expect("committed"))
+            .sum()
+    }
+
     /// Sends any request; for error-path tests that need a method, headers
     /// or a body the helpers above do not send.
     pub async fn send(

@@ -7,10 +7,14 @@
 //! user is `basic`.
 //!
 //! State: `points/<user_id>` (counter), `level/<user_id>` (the level name,
-//! written when it changes), and the counters `stats/orders`, `stats/points`
-//! and `stats/upgrades` (level changes). Publishes nothing. Invalid orders
-//! are dead-lettered; an invalid `levels` config retries (so the orders wait
-//! for the operator to fix it).
+//! written when it changes) and the counter `stats/upgrades` (level
+//! changes). Publishes nothing. Invalid orders are dead-lettered; an invalid
+//! `levels` config retries (so the orders wait for the operator to fix it).
+//!
+//! No counter is bumped on every order: one key that every partition's
+//! orders write serializes them all, and the engine already counts what
+//! each subscription handled (`courier status`). Totals are sums over the
+//! per-user keys.
 
 use std::sync::OnceLock;
 
@@ -35,9 +39,9 @@ impl Plugin for Membership {
 }
 
 fn award(levels: &Levels, user_id: &str, points: i64) -> Result<(), Error> {
-    let total = state::increment(&format!("points/{user_id}"), points)?;
+    let total = state::increment(&["points/", user_id].concat(), points)?;
     let level = levels.level_for(total);
-    let level_key = format!("level/{user_id}");
+    let level_key = ["level/", user_id].concat();
     let previous = state::get(&level_key)?;
     if previous.as_deref() != Some(level.as_bytes()) {
         state::set(&level_key, level)?;
@@ -51,8 +55,6 @@ fn award(levels: &Levels, user_id: &str, points: i64) -> Result<(), Error> {
             ));
         }
     }
-    state::increment("stats/orders", 1)?;
-    state::increment("stats/points", points)?;
     Ok(())
 }
 

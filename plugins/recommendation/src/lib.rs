@@ -4,8 +4,7 @@
 //! `{"orders":3,"categories":{"books":4,"garden":1},"recent":["sku-9","sku-4"]}`:
 //! the user's order count, units bought per category, and the last
 //! `recent_items` (config, default 10) distinct skus, newest first (an
-//! order's skus in listed order, then the older ones). The counter
-//! `stats/profiles_updated` grows once per order.
+//! order's skus in listed order, then the older ones).
 //!
 //! If config `publish_updates` is `true`, an order that changes the user's
 //! top categories (up to three, most units first, ties by name) publishes
@@ -90,7 +89,7 @@ impl Plugin for Recommendation {
 
 fn update(order: &Order) -> Result<(), Error> {
     let settings = settings()?;
-    let key = format!("profile/{}", order.user_id);
+    let key = ["profile/", &order.user_id].concat();
     let stored = state::get(&key)?;
     let mut profile: Profile = match &stored {
         Some(bytes) => courier_plugin::from_json(bytes)?,
@@ -104,7 +103,6 @@ fn update(order: &Order) -> Result<(), Error> {
     let mut json = Vec::with_capacity(stored.as_ref().map_or(256, |bytes| bytes.len() + 64));
     serde_json::to_writer(&mut json, &profile)?;
     state::set(&key, &json)?;
-    state::increment("stats/profiles_updated", 1)?;
     if let Some(before) = before {
         let top = profile.categories.top();
         if top != before {

@@ -252,7 +252,7 @@ async fn mismatches(client: &Client, expected: &Expected, figures: Figures) -> M
     found
 }
 
-/// membership: points per user and its stats.
+/// membership: points per user (and their sum).
 async fn membership(client: &Client, expected: &Expected, found: &mut Mismatches) {
     let points = counters(client, "membership", "points/").await;
     compare(
@@ -262,21 +262,9 @@ async fn membership(client: &Client, expected: &Expected, found: &mut Mismatches
         expected.total_points(),
     );
     compare(found, "points per user", points, expected.points.clone());
-    compare(
-        found,
-        "membership stats/orders",
-        client.state_i64("membership", "stats/orders").await,
-        expected.orders(),
-    );
-    compare(
-        found,
-        "membership stats/points",
-        client.state_i64("membership", "stats/points").await,
-        expected.total_points(),
-    );
 }
 
-/// notification: notices per merchant, its stats, and every order id in
+/// notification: notices per merchant, and every order id in
 /// topic `notifications` exactly once, keyed by its merchant.
 async fn notification(client: &Client, expected: &Expected, found: &mut Mismatches) {
     let notices = counters(client, "notification", "notices/").await;
@@ -285,12 +273,6 @@ async fn notification(client: &Client, expected: &Expected, found: &mut Mismatch
         "notices per merchant",
         notices,
         expected.merchant_orders.clone(),
-    );
-    compare(
-        found,
-        "notification stats/notices",
-        client.state_i64("notification", "stats/notices").await,
-        expected.orders(),
     );
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for message in client.read_topic("notifications").await {
@@ -321,7 +303,7 @@ async fn notification(client: &Client, expected: &Expected, found: &mut Mismatch
     compare(found, "notices of unknown orders", unexpected, Vec::new());
 }
 
-/// recommendation: orders per user profile and its stats.
+/// recommendation: orders per user profile.
 async fn recommendation(client: &Client, expected: &Expected, found: &mut Mismatches) {
     let profiles: BTreeMap<String, i64> = client
         .state_entries("recommendation", "profile/")
@@ -339,15 +321,6 @@ async fn recommendation(client: &Client, expected: &Expected, found: &mut Mismat
         "orders per user profile",
         profiles,
         expected.user_orders.clone(),
-    );
-    let updated = client
-        .state_i64("recommendation", "stats/profiles_updated")
-        .await;
-    compare(
-        found,
-        "recommendation stats/profiles_updated",
-        updated,
-        expected.orders(),
     );
 }
 

@@ -22,7 +22,7 @@ async fn a_plugin_added_while_orders_flow_starts_from_the_earliest_order() {
     producer.wait_for(0, 1000, Duration::from_secs(30)).await;
     // The three consumed the first orders before analytics exists.
     let consumed = wait_until(Duration::from_secs(30), || async {
-        client.state_i64("membership", "stats/orders").await >= 1000
+        client.committed("membership", "orders").await >= 1000
     })
     .await;
     assert!(consumed, "membership did not get going");
