@@ -40,14 +40,11 @@ async fn a_small_bench_run_reports_every_measure_and_loses_no_order() {
             "publish rate"
         ) > 0.0
     );
-    // Every published order, the latency phase's included, was counted
-    // once by membership, and none was dead-lettered.
+    // Every published order, the latency phase's included, got one notice
+    // from notification, and none was dead-lettered.
     let published = number(&report["orders_published"], "orders published");
     assert_eq!(published, 2500.0, "{report}");
-    assert_eq!(
-        report["orders_counted_by_membership"],
-        report["orders_published"]
-    );
+    assert_eq!(report["notices_published"], report["orders_published"]);
     assert_eq!(report["dead_letters"], 0, "{report}");
 
     let latency = &report["latency"];
