@@ -88,10 +88,14 @@ fn parse_json(bytes: &[u8], max: usize) -> Result<Vec<NewMessage>, Error> {
         items
             .iter()
             .enumerate()
-            .map(|(index, item)| convert(item.get().as_bytes(), &format!("message {index}")))
+            .map(|(index, item)| {
+                convert(item.get().as_bytes()).map_err(|why| bad(format!("message {index}"), why))
+            })
             .collect()
     } else {
-        Ok(vec![convert(bytes, "message")?])
+        Ok(vec![
+            convert(bytes).map_err(|why| bad("message".into(), why))?,
+        ])
     }
 }
 
@@ -102,7 +106,9 @@ fn parse_ndjson(bytes: &[u8], max: usize) -> Result<Vec<NewMessage>, Error> {
             continue;
         }
         check_count(messages.len() + 1, max)?;
-        messages.push(convert(line, &format!("line {}", index + 1))?);
+        // The line's name is made only for an error: this runs per message.
+        let message = convert(line).map_err(|why| bad(format!("line {}", index + 1), why))?;
+        messages.push(message);
     }
     Ok(messages)
 }
@@ -116,27 +122,25 @@ fn check_count(count: usize, max: usize) -> Result<(), Error> {
     Ok(())
 }
 
-fn convert(json: &[u8], what: &str) -> Result<NewMessage, Error> {
-    let incoming: Incoming = serde_json::from_slice(json)
-        .map_err(|error| Error::BadRequest(format!("{what}: {error}")))?;
+/// A bad message's error: `what` names it (`line 3`), `why` says what is
+/// wrong.
+fn bad(what: String, why: String) -> Error {
+    Error::BadRequest(format!("{what}: {why}"))
+}
+
+/// One message of a body; `Err` says why it is not one.
+fn convert(json: &[u8]) -> Result<NewMessage, String> {
+    let incoming: Incoming = serde_json::from_slice(json).map_err(|error| error.to_string())?;
     let payload = match (incoming.payload, incoming.payload_base64) {
         (Some(raw), None) => raw.get().as_bytes().to_vec(),
         (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
             .decode(encoded.as_bytes())
-            .map_err(|error| {
-                Error::BadRequest(format!(
-                    "{what}: payload_base64 is not valid base64: {error}"
-                ))
-            })?,
+            .map_err(|error| format!("payload_base64 is not valid base64: {error}"))?,
         (Some(_), Some(_)) => {
-            return Err(Error::BadRequest(format!(
-                "{what}: give either payload or payload_base64, not both"
-            )));
+            return Err("give either payload or payload_base64, not both".into());
         }
         (None, None) => {
-            return Err(Error::BadRequest(format!(
-                "{what}: missing payload (any JSON value) or payload_base64"
-            )));
+            return Err("missing payload (any JSON value) or payload_base64".into());
         }
     };
     Ok(NewMessage {
