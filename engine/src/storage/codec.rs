@@ -53,7 +53,8 @@ pub fn encode_message(message: &NewMessage) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn write_message(message: &NewMessage, out: &mut Vec<u8>) -> Result<()> {
+/// Appends `message`, encoded as [`encode_message`] does, to `out`.
+pub fn write_message(message: &NewMessage, out: &mut Vec<u8>) -> Result<()> {
     if message.headers.len() > MAX_HEADERS {
         return Err(Error::InvalidArgument(format!(
             "{} headers exceed the limit of {MAX_HEADERS}",

@@ -395,15 +395,19 @@ impl Store {
             }
         }
         let topic = self.topic_or_create(topic).await?;
+        let mut encoded = Vec::with_capacity(messages.iter().map(codec::encoded_len).sum());
         let mut records = Vec::with_capacity(messages.len());
         for message in messages {
             let partition = topic.partition_for(message.key.as_deref());
-            records.push((partition, codec::encode_message(message)?));
+            let start = encoded.len();
+            codec::write_message(message, &mut encoded)?;
+            records.push((partition, start..encoded.len()));
         }
         let (reply, answer) = oneshot::channel();
         self.shared
             .send(Command::Append {
                 topic,
+                encoded,
                 records,
                 reply,
             })

@@ -78,8 +78,12 @@ pub(crate) enum Command {
     },
     Append {
         topic: Arc<Topic>,
-        /// (partition, encoded message)
-        records: Vec<(u32, Vec<u8>)>,
+        /// The encoded messages, back to back: one buffer per append, not
+        /// one allocation per message (which this thread would free, a
+        /// cross-thread free each, after copying it into its run).
+        encoded: Vec<u8>,
+        /// (partition, where in `encoded`) of each message, in order.
+        records: Vec<(u32, std::ops::Range<usize>)>,
         reply: Reply<Vec<Position>>,
     },
     Subscribe {
@@ -380,10 +384,11 @@ impl Writer {
             },
             Command::Append {
                 topic,
+                encoded,
                 records,
                 reply,
             } => {
-                let positions = self.append(&topic, records, group);
+                let positions = self.append(&topic, &encoded, records, group);
                 group.done.push(done(reply, positions));
             }
             Command::Subscribe {
@@ -488,13 +493,14 @@ impl Writer {
     fn append(
         &mut self,
         topic: &Arc<Topic>,
-        records: Vec<(u32, Vec<u8>)>,
+        encoded: &[u8],
+        records: Vec<(u32, std::ops::Range<usize>)>,
         group: &mut Group,
     ) -> Vec<Position> {
         let now = now_ms();
         let mut positions = Vec::with_capacity(records.len());
-        for (partition, encoded) in records {
-            positions.push(self.append_one(topic, partition, encoded, now, group));
+        for (partition, at) in records {
+            positions.push(self.append_one(topic, partition, &encoded[at], now, group));
         }
         Stats::add(&self.shared.stats.appended, positions.len() as u64);
         positions
@@ -504,7 +510,7 @@ impl Writer {
         &mut self,
         topic: &Arc<Topic>,
         partition: u32,
-        encoded: Vec<u8>,
+        encoded: &[u8],
         now: u64,
         group: &mut Group,
     ) -> Position {
@@ -537,7 +543,7 @@ impl Writer {
         if run.messages.count() == 0 {
             run.first = offset;
         }
-        run.messages.push(&encoded, timestamp);
+        run.messages.push(encoded, timestamp);
         Position { partition, offset }
     }
 
@@ -769,7 +775,7 @@ impl Writer {
                 Some(hash) => (hash % u64::from(topic.partition_count())) as u32,
                 None => topic.partition_for(None),
             };
-            self.append_one(&topic, partition, publish.encoded, now, group);
+            self.append_one(&topic, partition, &publish.encoded, now, group);
             Stats::add(&self.shared.stats.appended, 1);
         }
         for op in settlement.state {
