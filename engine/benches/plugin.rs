@@ -315,14 +315,14 @@ impl Bench {
                 "membership.wasm",
                 "membership",
                 "",
-                "(c) membership: parse + 4-5 staged state ops + ack",
+                "(c) membership: parse + 2-3 staged state ops + ack",
                 Some(3.0),
             ),
             (
                 "notification.wasm",
                 "notification",
                 "[capabilities]\npublish = [\"notifications\"]\n[config]\ntopic = \"notifications\"",
-                "(c) notification: parse + staged publish + 2 state ops + ack",
+                "(c) notification: parse + staged publish + 1 state op + ack",
                 Some(3.0),
             ),
             (
