@@ -388,14 +388,16 @@ impl Store {
         }
         // Check sizes first: a refused append must not create its topic.
         let limit = self.shared.config.max_message_bytes;
+        let mut total = 0;
         for message in messages {
             let size = codec::encoded_len(message);
             if size > limit {
                 return Err(Error::MessageTooLarge { size, limit });
             }
+            total += size;
         }
         let topic = self.topic_or_create(topic).await?;
-        let mut encoded = Vec::with_capacity(messages.iter().map(codec::encoded_len).sum());
+        let mut encoded = Vec::with_capacity(total);
         let mut records = Vec::with_capacity(messages.len());
         for message in messages {
             let partition = topic.partition_for(message.key.as_deref());
