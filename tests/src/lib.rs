@@ -2,7 +2,7 @@
 //!
 //! Everything is real: plugins are the components compiled from the
 //! `plugins/` workspace (built on first use), the engine runs in-process
-//! through `courier::engine::start` on port 0 with a temporary directory,
+//! through `courier_engine::start` on port 0 with a temporary directory,
 //! or as the real `courier` binary ([`CourierProcess`], killed when
 //! dropped), and requests go over HTTP.
 
@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use courier::config::Config;
-use courier::engine::Engine;
+use courier_engine::Engine;
+use courier_engine::config::Config;
 use serde_json::Value;
 
 /// The repository root.
@@ -99,7 +99,7 @@ impl TestEngine {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = TestEngine::config(dir.path());
         prepare(&config.plugins_dir.clone(), &mut config);
-        let engine = courier::engine::start(config).await.expect("engine starts");
+        let engine = courier_engine::start(config).await.expect("engine starts");
         let client = Client::new(&format!("http://{}", engine.addr()));
         TestEngine {
             engine: Some(engine),
@@ -116,7 +116,7 @@ impl TestEngine {
         }
         let mut config = TestEngine::config(self.dir.path());
         change(&mut config);
-        let engine = courier::engine::start(config)
+        let engine = courier_engine::start(config)
             .await
             .expect("engine restarts");
         self.client = Client::new(&format!("http://{}", engine.addr()));
@@ -399,8 +399,8 @@ where
 }
 
 /// The `courier` binary of this build. `cargo test --workspace` builds it
-/// (the engine crate has integration tests); a nested cargo call would
-/// wait on the lock the running `cargo test` holds.
+/// (the `courier` crate has integration tests of its own); a nested cargo
+/// call would wait on the lock the running `cargo test` holds.
 pub fn courier_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
     // target/<profile>/deps/<test> -> target/<profile>/courier
@@ -432,18 +432,18 @@ pub async fn run_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Says so (once) when the binary is older than the engine's sources: a
+/// Says so (once) when the binary is older than the crates' sources: a
 /// test that runs only `-p courier-tests` would otherwise test old code.
 fn warn_if_stale(binary: &Path) {
     static WARNED: OnceLock<()> = OnceLock::new();
     WARNED.get_or_init(|| {
         let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok();
-        let newest = newest_modification(&repo_root().join("engine/src"));
+        let newest = newest_modification(&repo_root().join("crates"));
         if let (Some(built), Some(newest)) = (built, newest)
             && newest > built
         {
             eprintln!(
-                "warning: {} is older than engine/src: run `cargo build -p courier` (or `cargo test --workspace`)",
+                "warning: {} is older than the sources in crates/: run `cargo build -p courier` (or `cargo test --workspace`)",
                 binary.display()
             );
         }

@@ -6,7 +6,7 @@
 //! by `make plugins`), publishes 10,000 generated orders over HTTP, waits
 //! until all three have handled every one, and checks what each did
 //! against the figures computed from the orders themselves
-//! (`courier::workload::Expected`), reading the plugins' state over the
+//! (`courier_workload::Expected`), reading the plugins' state over the
 //! HTTP API. It then hot-adds the analytics plugin while publishing 5,000
 //! more orders; analytics starts from the earliest stored order, so it
 //! catches up on all 15,000. Finally it stops the engine gracefully. It
@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use courier::cli::Client;
-use courier::config::Config;
-use courier::workload::{Expected, Generator, Order, Shape, envelope_ndjson};
+use courier_client::Client;
+use courier_engine::config::Config;
+use courier_workload::{Expected, Generator, Order, Shape, envelope_ndjson};
 use serde_json::Value;
 
 /// Orders published before analytics exists, and while it is added.
@@ -75,7 +75,7 @@ async fn run() -> anyhow::Result<()> {
         install(&repo, name, &config.plugins_dir)?;
     }
     let plugins_dir = config.plugins_dir.clone();
-    let engine = courier::engine::start(config)
+    let engine = courier_engine::start(config)
         .await
         .context("starting the engine")?;
     let api = Api {

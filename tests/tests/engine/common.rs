@@ -4,7 +4,7 @@
 //! producer that records what the engine acknowledged, and plugin
 //! installers.
 //!
-//! The generator is deliberately independent of `courier::workload`: the
+//! The generator is deliberately independent of `courier_workload`: the
 //! tests compute their expectations from the orders themselves, so they do
 //! not trust the code they test.
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use courier::plugin::Manifest;
+use courier_plugin_host::Manifest;
 use serde_json::Value;
 
 use crate::fixtures::manifest;

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use courier::plugin::{
+use courier_core::{Effects, Message, Outcome, StateOp};
+use courier_plugin_host::{
     LoadedPlugin, Manifest, PluginInstance, PluginRuntime, RuntimeConfig, StateReader,
 };
-use courier::storage::{Effects, Message, Outcome, StateOp};
-use courier::workload::{Generator, Shape};
+use courier_workload::{Generator, Shape};
 
 use crate::support::{component_bytes, shared_cache_dir};
 
