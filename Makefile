@@ -35,4 +35,4 @@ clippy: plugins
 # are plain Rust: their unit tests run natively.
 test: fmt-check clippy plugins
 	$(CARGO) test --workspace
-	$(CARGO) test --manifest-path $(PLUGINS_MANIFEST) -p order-model -p recommendation
+	$(CARGO) test --manifest-path $(PLUGINS_MANIFEST) -p courier-plugin -p order-model -p recommendation

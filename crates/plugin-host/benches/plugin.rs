@@ -4,8 +4,8 @@
 //! (built first if needed).
 //!
 //! ```sh
-//! cargo bench -p courier --bench plugin                # everything
-//! cargo bench -p courier --bench plugin -- boundary    # some of it
+//! cargo bench -p courier-plugin-host --bench plugin                # everything
+//! cargo bench -p courier-plugin-host --bench plugin -- boundary    # some of it
 //! ```
 //! Scenarios:
 //! - `boundary`: (a) the bare call of `fixture-ack` through our own

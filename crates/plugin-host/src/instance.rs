@@ -3,21 +3,22 @@
 //!
 //! # Instance strategy
 //!
-//! Measured on this machine class (`shared/FACTS.md`): crossing the
-//! boundary with a 300-byte message costs ~0.5 µs on a reused instance;
-//! a fresh instance per message costs ~22-27 µs; a fresh instance per batch
-//! of 100 adds ~0.4 µs per message. So the default (`instance = "reused"`)
+//! Crossing the boundary with a 300-byte message costs a fraction of a
+//! microsecond on a reused instance, a fresh instance per message tens of
+//! microseconds, a fresh instance per batch well under a microsecond per
+//! message (`cargo bench -p courier-plugin-host --bench plugin`; current
+//! figures in `docs/benchmarks.md`). So the default (`instance = "reused"`)
 //! keeps a few idle instances per plugin version (`LoadedPlugin::checkout`
 //! / `checkin`): a worker takes one for a batch and gives it back, so a
 //! plugin with 8 partition workers holds about as many instances as run at
 //! once, not 8. An instance that trapped is discarded (its memory may be
 //! corrupt). `instance = "per-batch"` buys
-//! isolation between batches (no guest memory survives a batch) for about
-//! half a microsecond per message. A fresh instance per message is not
+//! isolation between batches (no guest memory survives a batch) for a
+//! fraction of a microsecond per message. A fresh instance per message is not
 //! offered: it would cost more than the plugin's own work.
 //!
 //! The contract has one `handle` per message rather than a batch call:
-//! batching the boundary saves only ~15% of an already small cost, and one
+//! batching the boundary saves little of an already small cost, and one
 //! call per message keeps each message's staged effects and trap isolated.
 
 use std::sync::Arc;

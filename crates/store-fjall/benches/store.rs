@@ -2,9 +2,9 @@
 //! durable settings (fsync before every answer, group-committed).
 //!
 //! ```sh
-//! cargo bench -p courier --bench store                 # all scenarios
-//! cargo bench -p courier --bench store -- append drain  # some of them
-//! COURIER_BENCH_BACKLOG=10000000 cargo bench -p courier --bench store -- backlog
+//! cargo bench -p courier-store-fjall --bench store                 # all scenarios
+//! cargo bench -p courier-store-fjall --bench store -- append drain  # some of them
+//! COURIER_BENCH_BACKLOG=10000000 cargo bench -p courier-store-fjall --bench store -- backlog
 //! ```
 //! Scenarios: `append` (64 concurrent producers), `drain` (fetch + durable
 //! ack, one subscription), `fanout` (3 subscriptions draining while

@@ -10,17 +10,16 @@
 
 use std::sync::OnceLock;
 
-use courier_plugin::{Error, Message, Outcome, Plugin, config, state};
+use courier_plugin::{Error, Message, Outcome, Plugin, ResultExt, config, state};
 use order_model::Order;
 
 struct Analytics;
 
 impl Plugin for Analytics {
-    fn handle(message: Message) -> Outcome {
-        match order_model::parse(&message.payload) {
-            Ok(order) => record(&order).map_or_else(Outcome::from, |()| Outcome::ack()),
-            Err(invalid) => Outcome::dead_letter(invalid.to_string()),
-        }
+    fn handle(message: Message) -> Result<Outcome, Error> {
+        let order = order_model::parse(&message.payload).permanent()?;
+        record(&order)?;
+        Ok(Outcome::ack())
     }
 }
 

@@ -18,23 +18,16 @@
 
 use std::sync::OnceLock;
 
-use courier_plugin::{Error, Message, Outcome, Plugin, config, log, state};
+use courier_plugin::{Error, Message, Outcome, Plugin, ResultExt, config, log, state};
 use order_model::levels::{self, Levels};
 
 struct Membership;
 
 impl Plugin for Membership {
-    fn handle(message: Message) -> Outcome {
-        let order = match order_model::parse(&message.payload) {
-            Ok(order) => order,
-            Err(invalid) => return Outcome::dead_letter(invalid.to_string()),
-        };
-        let levels = match levels() {
-            Ok(levels) => levels,
-            Err(outcome) => return outcome,
-        };
-        award(levels, &order.user_id, order.total_cents_i64() / 100)
-            .map_or_else(Outcome::from, |()| Outcome::ack())
+    fn handle(message: Message) -> Result<Outcome, Error> {
+        let order = order_model::parse(&message.payload).permanent()?;
+        award(levels()?, &order.user_id, order.total_cents_i64() / 100)?;
+        Ok(Outcome::ack())
     }
 }
 
@@ -50,9 +43,7 @@ fn award(levels: &Levels, user_id: &str, points: i64) -> Result<(), Error> {
             .map_or(levels::BASIC.into(), String::from_utf8_lossy);
         if previous != level {
             state::increment("stats/upgrades", 1)?;
-            log::info(&format!(
-                "{user_id} moved from {previous} to {level} with {total} points"
-            ));
+            log::info!("{user_id} moved from {previous} to {level} with {total} points");
         }
     }
     Ok(())
@@ -60,14 +51,14 @@ fn award(levels: &Levels, user_id: &str, points: i64) -> Result<(), Error> {
 
 /// The level table, parsed once per instance. An invalid table is an
 /// operator error: retry, so no order is lost while it gets fixed.
-fn levels() -> Result<&'static Levels, Outcome> {
+fn levels() -> Result<&'static Levels, Error> {
     static LEVELS: OnceLock<Levels> = OnceLock::new();
     if let Some(levels) = LEVELS.get() {
         return Ok(levels);
     }
     let text = config::get_or("levels", levels::DEFAULT_LEVELS)?;
     let levels = Levels::parse(&text)
-        .map_err(|e| Outcome::retry(format!("invalid config `levels`: {e}")))?;
+        .map_err(|e| Error::transient(format!("invalid config `levels`: {e}")))?;
     Ok(LEVELS.get_or_init(|| levels))
 }
 

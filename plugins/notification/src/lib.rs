@@ -15,7 +15,7 @@
 
 use std::sync::OnceLock;
 
-use courier_plugin::{Error, Message, Outcome, Plugin, config, publish_json, state};
+use courier_plugin::{Error, Message, Outcome, Plugin, ResultExt, config, publish_json, state};
 use order_model::Order;
 use serde::Serialize;
 
@@ -33,12 +33,10 @@ struct Notice<'a> {
 struct Notification;
 
 impl Plugin for Notification {
-    fn handle(message: Message) -> Outcome {
-        let order = match order_model::parse(&message.payload) {
-            Ok(order) => order,
-            Err(invalid) => return Outcome::dead_letter(invalid.to_string()),
-        };
-        notify(&order).map_or_else(Outcome::from, |()| Outcome::ack())
+    fn handle(message: Message) -> Result<Outcome, Error> {
+        let order = order_model::parse(&message.payload).permanent()?;
+        notify(&order)?;
+        Ok(Outcome::ack())
     }
 }
 

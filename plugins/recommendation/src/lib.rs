@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
 
-use courier_plugin::{Error, Message, Outcome, Plugin, config, publish_json, state};
+use courier_plugin::{Error, Message, Outcome, Plugin, ResultExt, config, publish_json, state};
 use order_model::Order;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -79,11 +79,10 @@ struct Settings {
 struct Recommendation;
 
 impl Plugin for Recommendation {
-    fn handle(message: Message) -> Outcome {
-        match order_model::parse(&message.payload) {
-            Ok(order) => update(&order).map_or_else(Outcome::from, |()| Outcome::ack()),
-            Err(invalid) => Outcome::dead_letter(invalid.to_string()),
-        }
+    fn handle(message: Message) -> Result<Outcome, Error> {
+        let order = order_model::parse(&message.payload).permanent()?;
+        update(&order)?;
+        Ok(Outcome::ack())
     }
 }
 

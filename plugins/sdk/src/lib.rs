@@ -25,7 +25,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use courier_plugin::{Error, Message, Outcome, Plugin, config, log, publish_json, state};
+//! use courier_plugin::{Error, Message, Outcome, Plugin, ResultExt, config, log, publish_json, state};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Deserialize)]
@@ -42,25 +42,17 @@
 //! struct Greeter;
 //!
 //! impl Plugin for Greeter {
-//!     fn handle(message: Message) -> Outcome {
-//!         let signup: Signup = match message.json() {
-//!             Ok(signup) => signup,
-//!             Err(e) => return Outcome::dead_letter(format!("invalid signup: {e}")),
-//!         };
-//!         // A host error becomes a retry with the error as its reason.
-//!         greet(&signup).map_or_else(Outcome::from, |()| Outcome::ack())
+//!     fn handle(message: Message) -> Result<Outcome, Error> {
+//!         // A signup that does not parse never will: dead-letter it.
+//!         let signup: Signup = message.json().permanent()?;
+//!         // A host error (`?`) retries the message, its text the reason.
+//!         let number = state::increment("stats/signups", 1)?;
+//!         let topic = config::get_or("topic", "welcome")?;
+//!         let welcome = Welcome { user_id: signup.user_id, number };
+//!         publish_json(&topic, Some(signup.user_id.as_bytes()), &welcome)?;
+//!         log::debug!("welcomed {} as number {number}", signup.user_id);
+//!         Ok(Outcome::ack())
 //!     }
-//! }
-//!
-//! fn greet(signup: &Signup) -> Result<(), Error> {
-//!     let number = state::increment("stats/signups", 1)?;
-//!     let topic = config::get_or("topic", "welcome")?;
-//!     publish_json(&topic, Some(signup.user_id.as_bytes()), &Welcome {
-//!         user_id: signup.user_id,
-//!         number,
-//!     })?;
-//!     log::debug(&format!("welcomed {} as number {number}", signup.user_id));
-//!     Ok(())
 //! }
 //!
 //! courier_plugin::export!(Greeter);
@@ -72,12 +64,12 @@
 #![warn(missing_docs)]
 
 pub mod config;
-mod error;
+mod errors;
 pub mod log;
 mod message;
 pub mod state;
 
-pub use error::Error;
+pub use errors::{Error, ResultExt};
 pub use message::{Message, Outcome, RetryRequest};
 
 /// Parses JSON bytes into `T`, which may borrow from them: like
@@ -120,9 +112,11 @@ pub trait Plugin {
     ///
     /// Effects made through [`state`] and the `publish` functions during this
     /// call are committed with the message's acknowledgement if this returns
-    /// [`Outcome::ack`], and discarded otherwise. A panic traps the instance:
-    /// that counts as a failed attempt, like a retry with the default backoff.
-    fn handle(message: Message) -> Outcome;
+    /// `Ok(`[`Outcome::ack`]`)`, and discarded otherwise. An `Err` is a retry
+    /// with the error's text as the reason, or a dead letter if the error
+    /// is [permanent](Error::permanent). A panic traps the instance: that
+    /// counts as a failed attempt, like a retry with the default backoff.
+    fn handle(message: Message) -> Result<Outcome, Error>;
 }
 
 /// Exports a [`Plugin`] type as the component's `courier:plugin/handler`.
@@ -139,7 +133,10 @@ macro_rules! export {
         impl $crate::bindings::exports::courier::plugin::handler::Guest for $plugin {
             #[inline]
             fn handle(message: $crate::Message) -> $crate::Outcome {
-                <$plugin as $crate::Plugin>::handle(message)
+                match <$plugin as $crate::Plugin>::handle(message) {
+                    Ok(outcome) => outcome,
+                    Err(error) => $crate::Outcome::from(error),
+                }
             }
         }
         $crate::bindings::export_consumer!($plugin with_types_in $crate::bindings);

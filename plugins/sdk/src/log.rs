@@ -1,4 +1,6 @@
-//! Logging into the host's structured logs.
+//! Logging into the host's structured logs: `log::info!("{order} paid")`
+//! and its siblings format like `format!`; the functions take a ready
+//! string.
 //!
 //! The host tags every line with the plugin's name and the topic, partition
 //! and offset of the message being handled. Overlong lines are truncated and
@@ -39,3 +41,45 @@ pub fn warn(message: &str) {
 pub fn error(message: &str) {
     log(Level::Error, "", message);
 }
+
+/// Formats and logs at trace level: `log::trace!("{x} happened")`.
+#[macro_export]
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        $crate::log::trace(&::std::format!($($arg)*))
+    };
+}
+
+/// Formats and logs at debug level: `log::debug!("{x} happened")`.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => {
+        $crate::log::debug(&::std::format!($($arg)*))
+    };
+}
+
+/// Formats and logs at info level: `log::info!("{x} happened")`.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)*) => {
+        $crate::log::info(&::std::format!($($arg)*))
+    };
+}
+
+/// Formats and logs at warn level: `log::warn!("{x} happened")`.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => {
+        $crate::log::warn(&::std::format!($($arg)*))
+    };
+}
+
+/// Formats and logs at error level: `log::error!("{x} happened")`.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)*) => {
+        $crate::log::error(&::std::format!($($arg)*))
+    };
+}
+
+pub use crate::{debug, error, info, trace, warn};

@@ -73,9 +73,14 @@ impl Outcome {
     }
 }
 
-/// A failed host call or helper asks for a retry with the error as reason.
+/// What a handler's error means: [`Error::Permanent`] dead-letters, every
+/// other error retries, its text the reason either way.
 impl From<Error> for Outcome {
     fn from(e: Error) -> Self {
-        Outcome::retry(e.to_string())
+        match e {
+            Error::Permanent(reason) => Outcome::dead_letter(reason),
+            Error::Transient(reason) => Outcome::retry(reason),
+            other => Outcome::retry(other.to_string()),
+        }
     }
 }

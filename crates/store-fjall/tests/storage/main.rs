@@ -3,7 +3,6 @@
 
 mod common;
 
-mod crash;
 mod delivery;
 mod durable_publish;
 mod effects;
