@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use courier_engine::Engine;
+use courier_engine::RunningEngine;
 use courier_engine::config::Config;
 use serde_json::Value;
 
@@ -79,7 +79,7 @@ pub fn install_plugin(dir: &Path, crate_name: &str, name: &str, manifest: Option
 
 /// An engine running in this process on a temporary directory.
 pub struct TestEngine {
-    pub engine: Option<Engine>,
+    pub engine: Option<RunningEngine>,
     pub dir: tempfile::TempDir,
     pub client: Client,
 }

@@ -12,20 +12,25 @@
 //!    answered (every answer means durable);
 //! 2. drain: the time from the first publish until every plugin subscribed
 //!    to the topic has no lag, nothing in flight and nothing scheduled
-//!    (polled every 50 ms); orders / that time is the end-to-end rate;
+//!    (polled every 10 ms); orders / that time is the end-to-end rate;
 //! 3. latency at a fixed rate (`--rate` for `--latency-secs`): a batch is
 //!    due every millisecond, sent open-loop (a slow answer never delays the
-//!    schedule); an order's latency runs from its batch's scheduled send
-//!    time until every plugin's committed cursor of its partition is past
+//!    schedule) in one request, or in requests of `--per-request` orders
+//!    (1: every order on its own); an order's latency runs from its
+//!    batch's scheduled send time until every plugin's committed cursor of
+//!    its partition is past
 //!    its offset, as seen by polling `GET /v1/subscriptions` every
-//!    millisecond (so figures are upper bounds, by up to one poll);
+//!    millisecond (so figures are upper bounds, by up to one poll). The
+//!    report has the longest latency any order saw (the worst stall, and
+//!    when in the phase its order was sent) and the p99 of every second.
+//!    `--latency-first` runs this phase on the fresh engine, before 1;
 //! 4. the engine's peak resident memory (VmHWM) and the CPU time it used
 //!    (utime + stime): per order over phases 1 and 2, and as a share of one
 //!    core over phase 3. Both come from the engine process's `/proc` files:
 //!    the `courier serve` the bench started, or `--pid` for a running one;
 //! 5. the store's own waits over phase 3 (fsyncs, commits into fjall,
 //!    writer waits for flushes), from the engine's `/metrics` before and
-//!    after it (`cli::scrape`): a latency tail either shows there or is not
+//!    after it (`scrape.rs`): a latency tail either shows there or is not
 //!    the store's;
 //! 6. the CPU time the plugins' batches took over phases 1 and 2 (the
 //!    engine's `courier_handler_cpu_seconds`, read from `/metrics` the same
@@ -157,6 +162,16 @@ pub struct BenchArgs {
     /// Duration of the latency phase, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub latency_secs: f64,
+    /// Orders per publish request of the latency phase. Without it, each
+    /// millisecond's orders go out in one request (5 at 5,000/s);
+    /// `--per-request 1` publishes every order on its own, as an order
+    /// service placing orders one by one does.
+    #[arg(long)]
+    pub per_request: Option<usize>,
+    /// Run the latency phase first, on a fresh engine (its first orders
+    /// create the plugins' outbox topics), then the throughput phase.
+    #[arg(long)]
+    pub latency_first: bool,
     /// Distinct users (orders are keyed by user).
     #[arg(long, default_value_t = 10_000)]
     pub users: u32,
@@ -270,6 +285,10 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
     ensure!(args.producers > 0, "--producers must be positive");
     ensure!(args.batch > 0, "--batch must be positive");
     ensure!(
+        args.per_request != Some(0),
+        "--per-request must be positive"
+    );
+    ensure!(
         args.latency_secs.is_finite() && args.latency_secs >= 0.0,
         "--latency-secs must be a non-negative number"
     );
@@ -288,6 +307,11 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
     let stat = proc_file(target, "stat");
     let cpu = || stat.as_deref().and_then(cpu_secs);
     let source = Arc::new(Mutex::new(Source::new(args)));
+    let latency_first = if args.latency_first {
+        Some(latency_phase(bench, args, &source, &cpu).await?)
+    } else {
+        None
+    };
     // Like the store's waits below, scraped outside the phase's time and CPU.
     let cpu_before = bench.plugin_cpu().await;
     let cpu_at_start = cpu();
@@ -297,34 +321,19 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
         Some(before) => PluginCpu::between(before, bench.plugin_cpu().await),
         None => None,
     };
-    let measure_latency = args.rate > 0 && args.latency_secs > 0.0;
-    // The scrapes stay outside the phase's time and CPU figures.
-    let waits_before = if measure_latency {
-        bench.store_waits().await
-    } else {
-        None
-    };
-    let cpu_before_latency = cpu();
-    let latency_started = Instant::now();
-    let latency = if measure_latency {
-        Some(latency(bench, args, &source).await?)
-    } else {
-        None
-    };
-    let latency_secs = latency_started.elapsed().as_secs_f64();
-    let cpu_after_latency = cpu();
-    let store_waits = match waits_before {
-        Some(before) => StoreWaits::between(before, bench.store_waits().await),
-        None => None,
+    let LatencyPhase {
+        latency,
+        store_waits,
+        core_percent,
+    } = match latency_first {
+        Some(phase) => phase,
+        None => latency_phase(bench, args, &source, &cpu).await?,
     };
     let spent = |from: Option<f64>, to: Option<f64>| Some(to? - from?);
     let engine_cpu = json!({
         "us_per_order_drained": spent(cpu_at_start, cpu_drained)
             .map(|secs| secs * 1e6 / throughput.orders.max(1) as f64),
-        "latency_phase_core_percent": latency
-            .as_ref()
-            .and(spent(cpu_before_latency, cpu_after_latency))
-            .map(|secs| secs * 100.0 / latency_secs),
+        "latency_phase_core_percent": core_percent,
     });
     let subscriptions = bench.subscriptions().await?;
     let dead_letters: u64 = subscriptions.iter().map(|s| s.dead_letters).sum();
@@ -360,6 +369,51 @@ async fn measure(bench: &mut Bench, args: &BenchArgs, target: &Target) -> anyhow
             "peak_rss_mb": TARGET_PEAK_RSS_MB,
         },
     }))
+}
+
+/// What the latency phase gives the report.
+struct LatencyPhase {
+    latency: Option<Latency>,
+    store_waits: Option<StoreWaits>,
+    /// The engine's CPU over the phase, as a share of one core.
+    core_percent: Option<f64>,
+}
+
+/// Phase 3 with the engine's CPU and the store's waits around it (the
+/// scrapes stay outside the phase's time and CPU figures); nothing if
+/// `--rate` or `--latency-secs` is 0.
+async fn latency_phase(
+    bench: &Bench,
+    args: &BenchArgs,
+    source: &Arc<Mutex<Source>>,
+    cpu: &dyn Fn() -> Option<f64>,
+) -> anyhow::Result<LatencyPhase> {
+    if args.rate == 0 || args.latency_secs <= 0.0 {
+        return Ok(LatencyPhase {
+            latency: None,
+            store_waits: None,
+            core_percent: None,
+        });
+    }
+    let waits_before = bench.store_waits().await;
+    let cpu_before = cpu();
+    let started = Instant::now();
+    let latency = latency(bench, args, source).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu_after = cpu();
+    let store_waits = match waits_before {
+        Some(before) => StoreWaits::between(before, bench.store_waits().await),
+        None => None,
+    };
+    let core_percent = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) => Some((after - before) * 100.0 / secs),
+        _ => None,
+    };
+    Ok(LatencyPhase {
+        latency: Some(latency),
+        store_waits,
+        core_percent,
+    })
 }
 
 /// A `/proc` file (`status`, `stat`) of the engine's process, if known.
@@ -791,6 +845,8 @@ struct Latency {
     rate: u64,
     secs: f64,
     sent: u64,
+    /// Orders per publish request (`None`: a tick's orders in one).
+    per_request: Option<usize>,
     recorder: Recorder,
 }
 
@@ -816,6 +872,19 @@ impl Latency {
             "publish_answered_p99_ms": micros_to_ms(answered.value_at_quantile(0.99)),
             "poll_interval_ms": LATENCY_TICK.as_secs_f64() * 1000.0,
             "poll_mean_ms": self.recorder.poll_time.as_secs_f64() * 1000.0 / polls,
+            "orders_per_request": self.per_request,
+            "longest_ms": self.recorder.longest.map(|(micros, _)| micros_to_ms(micros)),
+            "longest_at_s": self.recorder.longest.map(|(_, at)| at as f64 / 1e6),
+            "seconds": self.recorder.windows.iter().enumerate()
+                .filter(|(_, window)| !window.is_empty())
+                .map(|(second, window)| json!({
+                    "second": second,
+                    "orders": window.len(),
+                    "p50_ms": micros_to_ms(window.value_at_quantile(0.5)),
+                    "p99_ms": micros_to_ms(window.value_at_quantile(0.99)),
+                    "max_ms": micros_to_ms(window.max()),
+                }))
+                .collect::<Vec<_>>(),
         })
     }
 }
@@ -909,29 +978,48 @@ impl PluginCpu {
 /// handled by every plugin, by partition and offset, with their scheduled
 /// send times, and the histograms (microseconds).
 struct Recorder {
+    /// When the phase started: windows and stalls are placed from it.
+    started: Instant,
     pending: HashMap<u32, BTreeMap<u64, Instant>>,
     pending_count: usize,
     /// Scheduled send until every plugin handled the order.
     handled: Histogram<u64>,
+    /// The same per second of the phase, by the order's scheduled send.
+    windows: Vec<Histogram<u64>>,
+    /// The longest latency (µs) and when its order was scheduled (µs into
+    /// the phase): the worst stall an order saw.
+    longest: Option<(u64, u64)>,
     /// Scheduled send until the publish was answered (durable).
     answered: Histogram<u64>,
     polls: u64,
     poll_time: Duration,
 }
 
-fn record_since(histogram: &mut Histogram<u64>, since: Instant, now: Instant) {
+fn record_since(histogram: &mut Histogram<u64>, since: Instant, now: Instant) -> u64 {
     let micros = now.saturating_duration_since(since).as_micros();
-    histogram.saturating_record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
+    let micros = u64::try_from(micros).unwrap_or(u64::MAX).max(1);
+    histogram.saturating_record(micros);
+    micros
+}
+
+/// A histogram of latencies in µs, up to an hour.
+fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).context("creating a histogram")
 }
 
 impl Recorder {
-    fn new() -> anyhow::Result<Recorder> {
-        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3);
+    fn new(started: Instant, secs: f64) -> anyhow::Result<Recorder> {
+        let windows = (0..secs.ceil().max(1.0) as usize + 1)
+            .map(|_| latency_histogram())
+            .collect::<anyhow::Result<_>>()?;
         Ok(Recorder {
+            started,
             pending: HashMap::new(),
             pending_count: 0,
-            handled: histogram().context("creating a histogram")?,
-            answered: histogram().context("creating a histogram")?,
+            handled: latency_histogram()?,
+            windows,
+            longest: None,
+            answered: latency_histogram()?,
             polls: 0,
             poll_time: Duration::ZERO,
         })
@@ -957,7 +1045,15 @@ impl Recorder {
             };
             let still_pending = orders.split_off(&cursor);
             for sent in std::mem::replace(orders, still_pending).into_values() {
-                record_since(&mut self.handled, sent, now);
+                let micros = record_since(&mut self.handled, sent, now);
+                let at = sent.saturating_duration_since(self.started);
+                let last = self.windows.len() - 1;
+                let window = &mut self.windows[(at.as_secs() as usize).min(last)];
+                window.saturating_record(micros);
+                let at = u64::try_from(at.as_micros()).unwrap_or(u64::MAX);
+                if self.longest.is_none_or(|(longest, _)| micros > longest) {
+                    self.longest = Some((micros, at));
+                }
                 self.pending_count -= 1;
             }
         }
@@ -986,7 +1082,10 @@ async fn latency(
         args.rate, args.latency_secs
     ));
     let bench = Arc::new(bench.clone());
-    let recorder = Arc::new(Mutex::new(Recorder::new()?));
+    let recorder = Arc::new(Mutex::new(Recorder::new(
+        Instant::now(),
+        args.latency_secs,
+    )?));
     let stop = tokio_util::sync::CancellationToken::new();
     let poller = tokio::spawn(poll_cursors(
         Arc::clone(&bench),
@@ -1009,6 +1108,7 @@ async fn latency(
         rate: args.rate,
         secs,
         sent,
+        per_request: args.per_request,
         recorder,
     })
 }
@@ -1034,15 +1134,18 @@ async fn publish_at_rate(
         }
         let orders = lock(source).generator.orders((due - sent) as usize);
         sent = due;
-        let body = envelope_ndjson(&orders)?;
-        let permit = Arc::clone(&permits).acquire_owned().await?;
-        let (bench, recorder) = (Arc::clone(bench), Arc::clone(recorder));
-        requests.spawn(async move {
-            let positions = bench.publish(body).await?;
-            lock(&recorder).published(&positions, scheduled);
-            drop(permit);
-            anyhow::Ok(())
-        });
+        let per_request = args.per_request.unwrap_or(orders.len()).max(1);
+        for chunk in orders.chunks(per_request) {
+            let body = envelope_ndjson(chunk)?;
+            let permit = Arc::clone(&permits).acquire_owned().await?;
+            let (bench, recorder) = (Arc::clone(bench), Arc::clone(recorder));
+            requests.spawn(async move {
+                let positions = bench.publish(body).await?;
+                lock(&recorder).published(&positions, scheduled);
+                drop(permit);
+                anyhow::Ok(())
+            });
+        }
         while let Some(done) = requests.try_join_next() {
             done.context("a publish task panicked")??;
         }
@@ -1189,8 +1292,13 @@ fn add_latency_rows(table: &mut Table, latency: &Value) {
     }
     let ms = |key: &str| format!("{:.2} ms", latency[key].as_f64().unwrap_or(0.0));
     let rate = latency["achieved_rate"].as_f64().unwrap_or(0.0);
+    let per_request = match latency["orders_per_request"].as_u64() {
+        Some(1) => ", one per request".to_owned(),
+        Some(n) => format!(", {n} per request"),
+        None => String::new(),
+    };
     table.add_row(info(
-        &format!("latency p50 at {rate:.0} orders/s"),
+        &format!("latency p50 at {rate:.0} orders/s{per_request}"),
         ms("p50_ms"),
     ));
     let p99 = latency["p99_ms"].as_f64().unwrap_or(f64::INFINITY);
@@ -1201,8 +1309,29 @@ fn add_latency_rows(table: &mut Table, latency: &Value) {
         p99 <= TARGET_P99_MS,
     ));
     table.add_row(info("latency p99.9", ms("p999_ms")));
-    table.add_row(info("latency max", ms("max_ms")));
+    if let (Some(longest), Some(at)) = (
+        latency["longest_ms"].as_f64(),
+        latency["longest_at_s"].as_f64(),
+    ) {
+        table.add_row(info(
+            "longest stall (an order's publish to its acks)",
+            format!("{longest:.2} ms, for an order sent {at:.2} s into the phase"),
+        ));
+    }
+    table.add_row(info("latency p99 by second", p99_by_second(latency)));
     table.add_row(info("publish answered p99", ms("publish_answered_p99_ms")));
+}
+
+/// `2.1 2.3 9.8 ... ms`: each second's p99, in order.
+fn p99_by_second(latency: &Value) -> String {
+    let seconds: Vec<String> = latency["seconds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|second| second["p99_ms"].as_f64())
+        .map(|p99| format!("{p99:.1}"))
+        .collect();
+    format!("{} ms", seconds.join(" "))
 }
 
 /// The store's waits during the latency phase, one row per kind.

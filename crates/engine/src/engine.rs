@@ -45,7 +45,7 @@ pub enum StartError {
 }
 
 /// A running engine.
-pub struct Engine {
+pub struct RunningEngine {
     addr: SocketAddr,
     store: Arc<dyn Storage>,
     registry: Arc<Registry>,
@@ -57,7 +57,7 @@ pub struct Engine {
 
 /// Starts everything; returns once the API accepts connections and the
 /// plugins found at boot are subscribed.
-pub async fn start(config: Config) -> Result<Engine, StartError> {
+pub async fn start(config: Config) -> Result<RunningEngine, StartError> {
     for dir in [
         &config.store.dir,
         &config.plugins_dir,
@@ -123,7 +123,7 @@ pub async fn start(config: Config) -> Result<Engine, StartError> {
         }
     });
     tracing::info!(%addr, data_dir = %config.store.dir.display(), plugins_dir = %config.plugins_dir.display(), "courier is running");
-    Ok(Engine {
+    Ok(RunningEngine {
         addr,
         store,
         registry,
@@ -134,7 +134,7 @@ pub async fn start(config: Config) -> Result<Engine, StartError> {
     })
 }
 
-impl Engine {
+impl RunningEngine {
     /// Where the API listens (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr

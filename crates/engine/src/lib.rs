@@ -27,4 +27,4 @@ pub use courier_dispatch as dispatch;
 pub use courier_metrics as metrics;
 pub use courier_plugin_host as plugin;
 pub use courier_store_fjall as store;
-pub use engine::{Engine, StartError, run, start};
+pub use engine::{RunningEngine, StartError, run, start};

@@ -598,7 +598,7 @@ fn deploy(dir: &Path, wasm: &[u8], tag: &str) {
 }
 
 /// Publishes one message at a time until one is handled by `tag`.
-async fn handled_by(engine: &courier_engine::Engine, tag: &str) {
+async fn handled_by(engine: &courier_engine::RunningEngine, tag: &str) {
     let give_up = Instant::now() + Duration::from_secs(30);
     loop {
         let message = NewMessage {

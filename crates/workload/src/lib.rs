@@ -18,7 +18,7 @@
 //! `courier bench` and the `order-fanout` demo use this module; it never
 //! talks to an engine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};
@@ -282,14 +282,20 @@ pub fn envelope_ndjson(orders: &[Order]) -> serde_json::Result<Vec<u8>> {
 }
 
 /// What the order fan-out plugins must end up with after handling a set
-/// of orders exactly once.
+/// of orders exactly once: the one oracle of the demo, the end-to-end tests
+/// and anyone checking a run. It is computed from the orders themselves
+/// (the tests parse back what they published), never from the plugins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expected {
     pub orders: u64,
+    /// Every order id counted, once.
+    pub order_ids: BTreeSet<String>,
     /// Sum of `total_cents`.
     pub total_cents: u64,
     /// membership `points/<user>`: `total_cents / 100` per order, summed.
     pub points_by_user: BTreeMap<String, i64>,
+    /// recommendation `profile/<user>`'s `orders`.
+    pub orders_by_user: BTreeMap<String, u64>,
     /// notification `notices/<merchant>` and analytics `orders/<merchant>`.
     pub orders_by_merchant: BTreeMap<String, u64>,
     /// analytics `revenue/<category>`: `price_cents * quantity` summed.
@@ -297,22 +303,36 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// The figures of `orders`; panics if one order id comes twice (a set
+    /// of orders to expect holds each order once).
     pub fn from_orders<'a>(orders: impl IntoIterator<Item = &'a Order>) -> Expected {
         let mut expected = Expected::default();
         for order in orders {
-            expected.add(order);
+            assert!(
+                expected.add(order),
+                "order {} counted twice",
+                order.order_id
+            );
         }
         expected
     }
 
-    /// Counts one more order.
-    pub fn add(&mut self, order: &Order) {
+    /// Counts one more order; false (and nothing counted) if an order with
+    /// its id was counted already.
+    pub fn add(&mut self, order: &Order) -> bool {
+        if !self.order_ids.insert(order.order_id.clone()) {
+            return false;
+        }
         self.orders += 1;
         self.total_cents += order.total_cents;
         *self
             .points_by_user
             .entry(order.user_id.clone())
             .or_default() += order.points();
+        *self
+            .orders_by_user
+            .entry(order.user_id.clone())
+            .or_default() += 1;
         *self
             .orders_by_merchant
             .entry(order.merchant_id.clone())
@@ -324,6 +344,7 @@ impl Expected {
                 .entry(item.category.clone())
                 .or_default() += revenue;
         }
+        true
     }
 
     /// Sum of every user's points (membership `points/<user>`).
@@ -459,6 +480,10 @@ mod tests {
             expected.revenue_by_category.values().sum::<u64>(),
             expected.total_cents
         );
+        assert_eq!(expected.orders_by_user.values().sum::<u64>(), 1_000);
+        let mut again = expected.clone();
+        assert!(!again.add(&orders[0]), "an order counts once");
+        assert_eq!(again, expected);
     }
 
     #[test]

@@ -141,7 +141,11 @@ async fn scenario(api: &Api, repo: &Path, plugins_dir: &Path) -> anyhow::Result<
     );
     let more = generator.orders(MORE_ORDERS);
     for order in &more {
-        expected.add(order);
+        anyhow::ensure!(
+            expected.add(order),
+            "order {} generated twice",
+            order.order_id
+        );
     }
     let publisher = tokio::spawn(publish_slowly(api.clone(), more));
     let started = Instant::now();

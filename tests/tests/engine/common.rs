@@ -1,12 +1,9 @@
-//! Shared pieces of the engine's end-to-end tests: a small seeded order
-//! generator, the figures the order plugins must end up with, checks of
-//! those figures against the engine's state and topics, a background
-//! producer that records what the engine acknowledged, and plugin
-//! installers.
-//!
-//! The generator is deliberately independent of `courier_workload`: the
-//! tests compute their expectations from the orders themselves, so they do
-//! not trust the code they test.
+//! Shared pieces of the engine's end-to-end tests: orders from the one
+//! workload generator (`courier_workload`), their expected figures from its
+//! one oracle (computed from the orders the tests published, parsed back,
+//! never from the plugins), checks of those figures against the engine's
+//! state and topics, a background producer that records what the engine
+//! acknowledged, and plugin installers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -15,14 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use courier_tests::{Client, example_manifest, install_plugin};
+use courier_workload::{Expected, Generator, Order, Shape};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 /// The three order plugins every order scenario runs.
 pub const ORDER_PLUGINS: [&str; 3] = ["notification", "recommendation", "membership"];
 
-/// Product categories of generated orders.
-const CATEGORIES: [&str; 6] = ["books", "garden", "electronics", "toys", "grocery", "music"];
 /// Distinct buyers: few enough that one state listing holds them all, and
 /// many orders per user so per-key order matters.
 const USERS: u32 = 150;
@@ -30,61 +26,57 @@ const USERS: u32 = 150;
 const MERCHANTS: u32 = 30;
 /// Distinct products.
 const SKUS: u32 = 500;
+/// Product categories.
+const CATEGORIES: u32 = 6;
 
-/// Deterministic orders in the shape `plugins/orders` validates.
-pub struct OrderGen {
-    rng: fastrand::Rng,
-    prefix: String,
-    next: u64,
-}
+/// Deterministic orders of the shape `plugins/orders` validates, as JSON.
+pub struct OrderGen(Generator);
 
 impl OrderGen {
-    /// Orders `o-<prefix>-0000000`, `o-<prefix>-0000001`, ...; the same
-    /// seed gives the same orders.
-    pub fn new(seed: u64, prefix: &str) -> OrderGen {
-        OrderGen {
-            rng: fastrand::Rng::with_seed(seed),
-            prefix: prefix.to_owned(),
-            next: 0,
-        }
+    /// The same seed gives the same orders. Order ids run from
+    /// `o-00000000`; `seed` picks users, merchants and items.
+    pub fn new(seed: u64) -> OrderGen {
+        OrderGen(Generator::new(Shape {
+            seed,
+            users: USERS,
+            merchants: MERCHANTS,
+            categories: CATEGORIES,
+            skus: SKUS,
+            ..Shape::default()
+        }))
     }
 
     pub fn order(&mut self) -> Value {
-        let id = format!("o-{}-{:07}", self.prefix, self.next);
-        self.next += 1;
-        let user = format!("u-{:03}", self.rng.u32(0..USERS));
-        let merchant = format!("m-{:02}", self.rng.u32(0..MERCHANTS));
-        let items: Vec<Value> = (0..self.rng.usize(1..=3))
-            .map(|_| {
-                let sku = self.rng.u32(0..SKUS);
-                json!({
-                    "sku": format!("sku-{sku:04}"),
-                    "category": CATEGORIES[sku as usize % CATEGORIES.len()],
-                    "price_cents": 99 + u64::from(sku) * 37 % 20_000,
-                    "quantity": self.rng.u32(1..=3),
-                })
-            })
-            .collect();
-        let total: u64 = items
-            .iter()
-            .map(|item| {
-                item["price_cents"].as_u64().unwrap_or(0) * item["quantity"].as_u64().unwrap_or(0)
-            })
-            .sum();
-        json!({
-            "order_id": id,
-            "user_id": user,
-            "merchant_id": merchant,
-            "items": items,
-            "total_cents": total,
-            "currency": "EUR",
-            "created_ms": 1_764_000_000_000u64 + self.next * 10,
-        })
+        serde_json::to_value(self.0.next_order()).expect("an order is JSON")
     }
 
     pub fn orders(&mut self, count: usize) -> Vec<Value> {
         (0..count).map(|_| self.order()).collect()
     }
+}
+
+/// The figures `orders` (as published) must give, by the workload's
+/// oracle; panics on an order that does not parse or comes twice.
+pub fn expected(orders: &[Value]) -> Expected {
+    let mut expected = Expected::default();
+    for value in orders {
+        let order: Order = serde_json::from_value(value.clone())
+            .unwrap_or_else(|error| panic!("{value} is no order: {error}"));
+        assert!(
+            expected.add(&order),
+            "order {} counted twice",
+            order.order_id
+        );
+    }
+    expected
+}
+
+/// A map of counts as the engine's state shows them (signed counters).
+fn signed(counts: &BTreeMap<String, u64>) -> BTreeMap<String, i64> {
+    counts
+        .iter()
+        .map(|(key, count)| (key.clone(), i64::try_from(*count).unwrap_or(i64::MAX)))
+        .collect()
 }
 
 /// The publish body for orders: `[{"key": user_id, "payload": order}, ..]`.
@@ -129,55 +121,6 @@ pub fn counter(value: &Value) -> i64 {
         .as_i64()
         .or_else(|| value.as_str().and_then(|text| text.parse().ok()))
         .unwrap_or_else(|| panic!("{value} is not a counter"))
-}
-
-/// What the order plugins must end up with after handling a set of orders
-/// exactly once each.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Expected {
-    pub order_ids: BTreeSet<String>,
-    /// membership `points/<user>`: the sum of `total_cents / 100`.
-    pub points: BTreeMap<String, i64>,
-    /// notification `notices/<merchant>` and analytics `orders/<merchant>`.
-    pub merchant_orders: BTreeMap<String, i64>,
-    /// recommendation `profile/<user>`.orders.
-    pub user_orders: BTreeMap<String, i64>,
-    /// analytics `revenue/<category>`.
-    pub revenue: BTreeMap<String, i64>,
-}
-
-impl Expected {
-    pub fn from_orders<'a>(orders: impl IntoIterator<Item = &'a Value>) -> Expected {
-        let mut expected = Expected::default();
-        for order in orders {
-            expected.add(order);
-        }
-        expected
-    }
-
-    pub fn add(&mut self, order: &Value) {
-        let fresh = self.order_ids.insert(text(order, "order_id"));
-        assert!(fresh, "order {} counted twice", order["order_id"]);
-        let user = text(order, "user_id");
-        *self.points.entry(user.clone()).or_default() += number(order, "total_cents") / 100;
-        *self.user_orders.entry(user).or_default() += 1;
-        *self
-            .merchant_orders
-            .entry(text(order, "merchant_id"))
-            .or_default() += 1;
-        for item in order["items"].as_array().expect("items") {
-            *self.revenue.entry(text(item, "category")).or_default() +=
-                number(item, "price_cents") * number(item, "quantity");
-        }
-    }
-
-    pub fn orders(&self) -> i64 {
-        self.order_ids.len() as i64
-    }
-
-    pub fn total_points(&self) -> i64 {
-        self.points.values().sum()
-    }
 }
 
 /// Counters under `prefix`, keyed by what follows it.
@@ -261,7 +204,12 @@ async fn membership(client: &Client, expected: &Expected, found: &mut Mismatches
         points.values().sum::<i64>(),
         expected.total_points(),
     );
-    compare(found, "points per user", points, expected.points.clone());
+    compare(
+        found,
+        "points per user",
+        points,
+        expected.points_by_user.clone(),
+    );
 }
 
 /// notification: notices per merchant, and every order id in
@@ -272,7 +220,7 @@ async fn notification(client: &Client, expected: &Expected, found: &mut Mismatch
         found,
         "notices per merchant",
         notices,
-        expected.merchant_orders.clone(),
+        signed(&expected.orders_by_merchant),
     );
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for message in client.read_topic("notifications").await {
@@ -320,7 +268,7 @@ async fn recommendation(client: &Client, expected: &Expected, found: &mut Mismat
         found,
         "orders per user profile",
         profiles,
-        expected.user_orders.clone(),
+        signed(&expected.orders_by_user),
     );
 }
 
@@ -331,20 +279,20 @@ async fn analytics(client: &Client, expected: &Expected, found: &mut Mismatches)
         found,
         "revenue per category",
         revenue,
-        expected.revenue.clone(),
+        signed(&expected.revenue_by_category),
     );
     let orders = counters(client, "analytics", "orders/").await;
     compare(
         found,
         "analytics orders per merchant",
         orders,
-        expected.merchant_orders.clone(),
+        signed(&expected.orders_by_merchant),
     );
     compare(
         found,
         "analytics stats/orders",
         client.state_i64("analytics", "stats/orders").await,
-        expected.orders(),
+        i64::try_from(expected.orders).unwrap_or(i64::MAX),
     );
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use courier_tests::CourierProcess;
 
-use crate::common::{self, Expected, ORDER_PLUGINS, OrderGen, Producer};
+use crate::common::{self, ORDER_PLUGINS, OrderGen, Producer};
 
 /// SIGKILLs per run.
 const KILLS: usize = 4;
@@ -34,7 +34,7 @@ async fn every_acknowledged_order_survives_repeated_sigkill() {
         .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("crash test seed: {seed} (COURIER_CRASH_SEED)");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let producer = Producer::spawn(engine.client.clone(), OrderGen::new(seed, "crash"), 20);
+    let producer = Producer::spawn(engine.client.clone(), OrderGen::new(seed), 20);
     for _ in 0..KILLS {
         // Some acknowledged publishes (and so some consumption) in every
         // life of the process, then a kill at a random moment.
@@ -65,7 +65,7 @@ async fn every_acknowledged_order_survives_repeated_sigkill() {
         log.unacknowledged.len(),
         stored.len()
     );
-    common::check_order_plugins(client, &Expected::from_orders(&stored)).await;
+    common::check_order_plugins(client, &common::expected(&stored)).await;
     for plugin in ORDER_PLUGINS {
         assert!(
             client.dead_letters(plugin).await.is_empty(),

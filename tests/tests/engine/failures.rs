@@ -7,7 +7,7 @@ use std::time::Duration;
 use courier_tests::{Client, TestEngine, install_plugin, run_cli, wait_until};
 use serde_json::{Value, json};
 
-use crate::common::{self, Expected, ORDER_PLUGINS, OrderGen};
+use crate::common::{self, ORDER_PLUGINS, OrderGen};
 
 /// Publishes `count` messages `{"n": i}` to `topic`, keyed `k-<i>`.
 async fn publish_numbers(client: &Client, topic: &str, count: usize) {
@@ -246,7 +246,7 @@ async fn dead_letters_replay_to_a_still_failing_plugin_and_purge_removes_them() 
 async fn a_poison_order_is_dead_lettered_with_its_reason_and_the_rest_flow_on() {
     let engine = TestEngine::start(|dir, _| common::install_order_plugins(dir)).await;
     let client = &engine.client;
-    let orders = OrderGen::new(11, "poison").orders(900);
+    let orders = OrderGen::new(11).orders(900);
     let user = orders[0]["user_id"].clone();
 
     let mut mismatch = orders[0].clone();
@@ -272,7 +272,7 @@ async fn a_poison_order_is_dead_lettered_with_its_reason_and_the_rest_flow_on() 
     common::publish_orders(client, &orders[300..], 300).await;
     common::wait_orders_drained(client, &ORDER_PLUGINS, Duration::from_secs(60)).await;
 
-    common::check_order_plugins(client, &Expected::from_orders(&orders)).await;
+    common::check_order_plugins(client, &common::expected(&orders)).await;
     for plugin in ORDER_PLUGINS {
         let letters = client.dead_letters(plugin).await;
         assert_eq!(letters.len(), poison.len(), "{plugin}: {letters:?}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use courier_tests::{Client, TestEngine, run_cli};
 use serde_json::Value;
 
-use crate::common::{self, Expected, ORDER_PLUGINS, OrderGen};
+use crate::common::{self, ORDER_PLUGINS, OrderGen};
 
 /// Orders in the fan-out scenario.
 const ORDERS: usize = 3000;
@@ -17,11 +17,11 @@ const ORDERS: usize = 3000;
 async fn every_plugin_handles_every_order_exactly_once() {
     let engine = TestEngine::start(|dir, _| common::install_order_plugins(dir)).await;
     let client = &engine.client;
-    let orders = OrderGen::new(7, "fan").orders(ORDERS);
+    let orders = OrderGen::new(7).orders(ORDERS);
     common::publish_orders(client, &orders, 500).await;
     common::wait_orders_drained(client, &ORDER_PLUGINS, Duration::from_secs(90)).await;
 
-    let expected = Expected::from_orders(&orders);
+    let expected = common::expected(&orders);
     common::check_order_plugins(client, &expected).await;
     check_recommendation_updates(client, &orders).await;
 

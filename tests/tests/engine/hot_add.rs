@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use courier_tests::{TestEngine, example_manifest, install_plugin, wait_until};
 
-use crate::common::{self, Expected, Figures, OrderGen, Producer};
+use crate::common::{self, Figures, OrderGen, Producer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_added_while_orders_flow_starts_from_the_earliest_order() {
@@ -18,7 +18,7 @@ async fn a_plugin_added_while_orders_flow_starts_from_the_earliest_order() {
     })
     .await;
     let client = &engine.client;
-    let producer = Producer::spawn(client.clone(), OrderGen::new(31, "hot"), 20);
+    let producer = Producer::spawn(client.clone(), OrderGen::new(31), 20);
     producer.wait_for(0, 1000, Duration::from_secs(30)).await;
     // The three consumed the first orders before analytics exists.
     let consumed = wait_until(Duration::from_secs(30), || async {
@@ -54,7 +54,7 @@ async fn a_plugin_added_while_orders_flow_starts_from_the_earliest_order() {
         common::stored_orders(client).await.len(),
         log.acknowledged.len()
     );
-    let expected = Expected::from_orders(&log.acknowledged);
+    let expected = common::expected(&log.acknowledged);
     common::check_figures(client, &expected, Figures::WithAnalytics).await;
     let sub = client
         .subscription("analytics", "orders")

@@ -10,7 +10,7 @@ use std::time::Duration;
 use courier_tests::{Client, CourierProcess, TestEngine, install_plugin, wait_until};
 use serde_json::{Value, json};
 
-use crate::common::{self, Expected, ORDER_PLUGINS, OrderGen, Producer};
+use crate::common::{self, ORDER_PLUGINS, OrderGen, Producer};
 
 /// Messages in the backlog: with one plugin thread it lasts seconds, far
 /// longer than a graceful shutdown takes (dispatch keeps delivering until
@@ -242,7 +242,7 @@ async fn a_graceful_shutdown_under_load_loses_no_acknowledged_publish() {
         common::install_archive(dir, "orders");
     })
     .await;
-    let producer = Producer::spawn(engine.client.clone(), OrderGen::new(23, "shutdown"), 50);
+    let producer = Producer::spawn(engine.client.clone(), OrderGen::new(23), 50);
     producer.wait_for(0, 1000, Duration::from_secs(30)).await;
     engine.engine.take().expect("running").shutdown().await;
     let log = producer.stop().await;
@@ -253,7 +253,7 @@ async fn a_graceful_shutdown_under_load_loses_no_acknowledged_publish() {
     common::wait_orders_drained(client, &ORDER_PLUGINS, Duration::from_secs(60)).await;
     let stored = common::stored_orders(client).await;
     common::assert_acknowledged_stored(&log.acknowledged, &stored);
-    common::check_order_plugins(client, &Expected::from_orders(&stored)).await;
+    common::check_order_plugins(client, &common::expected(&stored)).await;
     engine.shutdown().await;
 }
 
