@@ -38,9 +38,13 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
 /// Everything the writer can be asked to do.
 pub(crate) enum Command {
+    /// Registers a topic whose partitions the caller opened (see
+    /// `context::StoreContext::create_topic`).
     CreateTopic {
         name: String,
         settings: TopicSettings,
+        id: u32,
+        partitions: Vec<fjall::Keyspace>,
         reply: Reply<Arc<Topic>>,
     },
     Append {

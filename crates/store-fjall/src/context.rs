@@ -3,7 +3,7 @@
 //! and subscriptions, health flags and counters.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -11,11 +11,13 @@ use fjall::{Database, Keyspace};
 
 use super::command::Command;
 use super::config::StoreConfig;
+use super::config::TopicSettings;
 use super::error::{Error, Result};
+use super::keys;
 use super::state_table::StateTable;
 use super::subscription_state::SubscriptionState;
 use super::support::{lock, read};
-use super::topic::Topic;
+use super::topic::{Topic, open_log_keyspace};
 use super::{LATENCY_BUCKETS, LatencyStats};
 
 /// The fixed keyspaces besides the partition logs.
@@ -39,6 +41,12 @@ pub(crate) struct StoreContext {
     pub topics: RwLock<BTreeMap<Arc<str>, Arc<Topic>>>,
     pub subscriptions: RwLock<SubscriptionMap>,
     pub commands: flume::Sender<Command>,
+    /// Serializes topic creation (rare) and guards `next_topic_id`: the
+    /// creating caller opens the partitions' keyspaces itself, off the
+    /// writer thread (opening one syncs directories; a topic's worth on the
+    /// writer stalled every producer and settlement for ~100 ms).
+    creating: tokio::sync::Mutex<()>,
+    next_topic_id: AtomicU32,
     /// Set once a write failed: the store then refuses writes until reopened.
     failure: Mutex<Option<String>>,
     failed: AtomicBool,
@@ -58,6 +66,7 @@ impl StoreContext {
         ks: Keyspaces,
         config: StoreConfig,
         commands: flume::Sender<Command>,
+        next_topic_id: u32,
     ) -> Self {
         StoreContext {
             db,
@@ -66,6 +75,8 @@ impl StoreContext {
             topics: RwLock::default(),
             subscriptions: RwLock::default(),
             commands,
+            creating: tokio::sync::Mutex::new(()),
+            next_topic_id: AtomicU32::new(next_topic_id),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             full: Mutex::new(None),
@@ -136,6 +147,57 @@ impl StoreContext {
             .send_async(command)
             .await
             .map_err(|_| Error::Closed)
+    }
+
+    /// The topic `name`, created with `settings` if it does not exist (an
+    /// existing one must have as many partitions). Its keyspaces are opened
+    /// here, on a blocking thread; the writer only registers the topic.
+    pub async fn create_topic(
+        self: &Arc<Self>,
+        name: &str,
+        settings: TopicSettings,
+    ) -> Result<Arc<Topic>> {
+        self.check_writable()?;
+        let _creating = self.creating.lock().await;
+        if let Some(existing) = self.topic(name) {
+            if existing.settings.partitions != settings.partitions {
+                return Err(Error::TopicConflict {
+                    name: name.to_owned(),
+                    existing: existing.settings.partitions,
+                    requested: settings.partitions,
+                });
+            }
+            return Ok(existing);
+        }
+        keys::validate_name("topic", name)?;
+        settings.validate()?;
+        let id = self.next_topic_id.fetch_add(1, Ordering::AcqRel);
+        let context = Arc::clone(self);
+        let partitions = tokio::task::spawn_blocking(move || {
+            (0..settings.partitions)
+                .map(|partition| open_log_keyspace(&context.db, id, partition))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|_| Error::Closed)??;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let command = Command::CreateTopic {
+            name: name.to_owned(),
+            settings,
+            id,
+            partitions,
+            reply,
+        };
+        self.send(command).await?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The topic `name`, created with the store's defaults if missing.
+    pub async fn topic_or_create(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>> {
+        match self.topic(name) {
+            Some(topic) => Ok(topic),
+            None => self.create_topic(name, self.config.default_topic).await,
+        }
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

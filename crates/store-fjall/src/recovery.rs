@@ -23,9 +23,9 @@ use super::cursor::PartitionCursor;
 use super::error::{Error, Result};
 use super::keys;
 use super::subscription_state::{SubscriptionRecord, SubscriptionState};
+use super::topic::{MEMTABLE_BYTES, open_log_keyspace};
 use super::topic::{PartitionLog, Topic, TopicRecord, stored_end};
 use super::write_buffer;
-use super::writer::{MEMTABLE_BYTES, open_log_keyspace};
 
 /// Journal size after which fjall flushes memtables: bounds what a reopen
 /// must replay (and so the reopen time) to a few hundred milliseconds.

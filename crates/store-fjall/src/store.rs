@@ -81,6 +81,7 @@ impl FjallStore {
             recovered.ks,
             config,
             commands,
+            recovered.next_topic_id,
         ));
         *support::write(&shared.topics) = recovered.topics;
         {
@@ -93,7 +94,6 @@ impl FjallStore {
         let writer = writer::Writer::new(
             Arc::clone(&shared),
             queue,
-            recovered.next_topic_id,
             recovered.next_sub_id,
             recovered.next_state_seq,
         );

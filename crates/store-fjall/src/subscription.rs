@@ -232,6 +232,7 @@ impl FjallSubscription {
         self.shared.check_writable()?;
         let lease = own_lease(ticket)?;
         let results = self.prepare(results)?;
+        self.create_missing_topics(&results).await?;
         let partition = lease.partition as usize;
         let (reply, answer) = oneshot::channel();
         let command = Command::Settle {
@@ -249,6 +250,25 @@ impl FjallSubscription {
         };
         settling.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         answered?
+    }
+
+    /// Creates the topics the effects publish to that do not exist yet,
+    /// before the writer sees the settlement: creating one on the writer
+    /// would stall every other write while its keyspaces open. One lookup
+    /// per run of publishes to the same topic (a batch's usually go to one
+    /// or two).
+    async fn create_missing_topics(&self, results: &[EncodedSettlement]) -> Result<()> {
+        let mut last: Option<&str> = None;
+        for publish in results.iter().flat_map(|result| &result.publishes) {
+            if last == Some(publish.topic.as_str()) {
+                continue;
+            }
+            last = Some(&publish.topic);
+            if self.shared.topic(&publish.topic).is_none() {
+                self.shared.topic_or_create(&publish.topic).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Validates and encodes the effects of acknowledged messages, on the

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fjall::Keyspace;
+use fjall::{Keyspace, KeyspaceCreateOptions};
 
 use super::codec;
 use super::error::{Error, Result};
@@ -234,6 +234,28 @@ impl TopicRecord {
             },
         }
     }
+}
+
+/// Memtable size of every keyspace: small enough that dozens of partitions
+/// stay within the memory budget, large enough for sequential flushes.
+pub(crate) const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Opens (or creates) the log keyspace of one partition. Without bloom
+/// filters: a log is read by range from a cursor, and its only point reads
+/// (dead-letter copies) look up offsets that exist, so filters would only
+/// cost every flush and compaction (profiles showed their construction at
+/// about 0.7% of the engine's CPU under the fan-out).
+pub(crate) fn open_log_keyspace(
+    db: &fjall::Database,
+    topic_id: u32,
+    partition: u32,
+) -> Result<fjall::Keyspace> {
+    let name = keys::partition_keyspace(topic_id, partition);
+    Ok(db.keyspace(&name, || {
+        KeyspaceCreateOptions::default()
+            .max_memtable_size(MEMTABLE_BYTES)
+            .filter_policy(fjall::config::FilterPolicy::disabled())
+    })?)
 }
 
 #[cfg(test)]

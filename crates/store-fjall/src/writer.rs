@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use fjall::{KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
+use fjall::{OwnedWriteBatch, PersistMode};
 
 use super::checkpoint::Checkpointer;
 use super::codec::{self};
@@ -42,9 +42,6 @@ const MAX_GROUP_COMMANDS: usize = 1024;
 /// Most dead letters one replay or purge command touches, so one huge
 /// dead-letter store cannot stall every other writer for long.
 pub(crate) const MAX_DEAD_PER_COMMAND: usize = 10_000;
-/// Memtable size of every keyspace: small enough that dozens of partitions
-/// stay within the memory budget, large enough for sequential flushes.
-pub(crate) const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 /// Most messages, and bytes, in one log entry (a run). A group's appends to
 /// a partition become one entry instead of one per message (one journal
 /// entry, one memtable insert, one item to flush and to iterate), up to
@@ -121,7 +118,6 @@ impl Run {
 pub(crate) struct Writer {
     shared: Arc<StoreContext>,
     commands: flume::Receiver<Command>,
-    next_topic_id: u32,
     next_sub_id: u32,
     checkpoints: Checkpointer,
     last_sync: Instant,
@@ -132,7 +128,6 @@ impl Writer {
     pub fn new(
         shared: Arc<StoreContext>,
         commands: flume::Receiver<Command>,
-        next_topic_id: u32,
         next_sub_id: u32,
         next_state_seq: u64,
     ) -> Self {
@@ -140,7 +135,6 @@ impl Writer {
         Writer {
             shared,
             commands,
-            next_topic_id,
             next_sub_id,
             checkpoints: Checkpointer::new(next_state_seq, threshold),
             last_sync: Instant::now(),
@@ -303,8 +297,10 @@ impl Writer {
             Command::CreateTopic {
                 name,
                 settings,
+                id,
+                partitions,
                 reply,
-            } => match self.create_topic(&name, settings, group) {
+            } => match self.create_topic(&name, settings, id, partitions, group) {
                 Ok(topic) => group.done.push(done(reply, topic)),
                 Err(error) => answer(reply, Err(error)),
             },
@@ -373,24 +369,6 @@ impl Writer {
         }
         Ok(())
     }
-}
-
-/// Opens (or creates) the log keyspace of one partition. Without bloom
-/// filters: a log is read by range from a cursor, and its only point reads
-/// (dead-letter copies) look up offsets that exist, so filters would only
-/// cost every flush and compaction (profiles showed their construction at
-/// about 0.7% of the engine's CPU under the fan-out).
-pub(crate) fn open_log_keyspace(
-    db: &fjall::Database,
-    topic_id: u32,
-    partition: u32,
-) -> Result<fjall::Keyspace> {
-    let name = keys::partition_keyspace(topic_id, partition);
-    Ok(db.keyspace(&name, || {
-        KeyspaceCreateOptions::default()
-            .max_memtable_size(MEMTABLE_BYTES)
-            .filter_policy(fjall::config::FilterPolicy::disabled())
-    })?)
 }
 
 fn answer<T>(reply: Reply<T>, result: Result<T>) {

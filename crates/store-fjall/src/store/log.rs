@@ -21,35 +21,12 @@ impl FjallStore {
     pub async fn create_topic(&self, name: &str, settings: TopicSettings) -> Result<TopicInfo> {
         validate_name("topic", name)?;
         settings.validate()?;
-        let topic = self.create_topic_inner(name, settings).await?;
+        let topic = self.shared.create_topic(name, settings).await?;
         Ok(self.describe_topic(&topic))
     }
 
-    pub(super) async fn create_topic_inner(
-        &self,
-        name: &str,
-        settings: TopicSettings,
-    ) -> Result<Arc<Topic>> {
-        self.shared.check_writable()?;
-        let (reply, answer) = oneshot::channel();
-        let command = Command::CreateTopic {
-            name: name.to_owned(),
-            settings,
-            reply,
-        };
-        self.shared.send(command).await?;
-        answer.await.map_err(|_| Error::Closed)?
-    }
-
     pub(super) async fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>> {
-        match self.shared.topic(name) {
-            Some(topic) => Ok(topic),
-            None => {
-                validate_name("topic", name)?;
-                let settings = self.shared.config.default_topic;
-                self.create_topic_inner(name, settings).await
-            }
-        }
+        self.shared.topic_or_create(name).await
     }
 
     /// Appends messages to a topic (created with defaults if missing) and

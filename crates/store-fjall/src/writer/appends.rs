@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{CommitGroup, MAX_RUN_BYTES, MAX_RUN_MESSAGES, Run, Writer, open_log_keyspace};
+use super::{CommitGroup, MAX_RUN_BYTES, MAX_RUN_MESSAGES, Run, Writer};
 use crate::codec::{self};
 use crate::config::TopicSettings;
 use crate::context::Stats;
@@ -19,6 +19,8 @@ impl Writer {
         &mut self,
         name: &str,
         settings: TopicSettings,
+        id: u32,
+        partitions: Vec<fjall::Keyspace>,
         group: &mut CommitGroup,
     ) -> Result<Arc<Topic>> {
         if let Some(existing) = self.shared.topic(name) {
@@ -33,14 +35,17 @@ impl Writer {
         }
         keys::validate_name("topic", name)?;
         settings.validate()?;
-        let id = self.next_topic_id;
-        let partitions = (0..settings.partitions)
-            .map(|partition| {
-                let keyspace = open_log_keyspace(&self.shared.db, id, partition)?;
-                Ok(PartitionLog::new(keyspace, 0, 0, 0))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.next_topic_id += 1;
+        if partitions.len() != settings.partitions as usize {
+            return Err(Error::InvalidArgument(format!(
+                "topic {name:?}: {} partitions opened for {} wanted",
+                partitions.len(),
+                settings.partitions
+            )));
+        }
+        let partitions = partitions
+            .into_iter()
+            .map(|keyspace| PartitionLog::new(keyspace, 0, 0, 0))
+            .collect();
         let record = TopicRecord::new(id, &settings, now_ms());
         let json =
             serde_json::to_vec(&record).map_err(|e| Error::InvalidArgument(e.to_string()))?;

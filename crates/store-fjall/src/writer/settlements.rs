@@ -155,12 +155,12 @@ impl Writer {
     ) -> Result<()> {
         let now = now_ms();
         for publish in settlement.publishes {
-            let topic = match self.shared.topic(&publish.topic) {
-                Some(topic) => topic,
-                None => {
-                    self.create_topic(&publish.topic, self.shared.config.default_topic, group)?
-                }
-            };
+            // `FjallSubscription::settle` created every topic its effects
+            // publish to before it sent them, and topics are never removed.
+            let topic = self
+                .shared
+                .topic(&publish.topic)
+                .ok_or_else(|| Error::UnknownTopic(publish.topic.clone()))?;
             let partition = match publish.key_hash {
                 Some(hash) => (hash % u64::from(topic.partition_count())) as u32,
                 None => topic.partition_for(None),
