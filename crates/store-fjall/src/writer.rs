@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fjall::{OwnedWriteBatch, PersistMode};
 
@@ -122,6 +122,53 @@ pub(crate) struct Writer {
     checkpoints: Checkpointer,
     last_sync: Instant,
     unsynced: bool,
+    slow: SlowWrites,
+}
+
+/// A group's write into fjall (commit and fsync) longer than this held
+/// every producer and settlement waiting behind it: it is logged.
+const SLOW_WRITE: Duration = Duration::from_millis(50);
+/// At most one slow-write warning this often; the others are counted in
+/// the next one.
+const SLOW_WRITE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs the writes that stall everyone, rate-limited: what an operator
+/// needs to tell a disk or fjall stall from the rest of a latency tail
+/// (the histograms in `/metrics` have the distribution).
+#[derive(Default)]
+struct SlowWrites {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl SlowWrites {
+    /// Logs the write if it was slow and no warning went out lately;
+    /// answers whether it logged.
+    fn observe(&mut self, throttle: Duration, commit: Duration, fsync: Duration) -> bool {
+        let total = throttle + commit + fsync;
+        if total < SLOW_WRITE {
+            return false;
+        }
+        let now = Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < SLOW_WRITE_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return false;
+        }
+        tracing::warn!(
+            total_ms = total.as_millis() as u64,
+            throttle_ms = throttle.as_millis() as u64,
+            commit_ms = commit.as_millis() as u64,
+            fsync_ms = fsync.as_millis() as u64,
+            unlogged_since_last = self.unlogged,
+            "slow write: every producer and settlement waited for it"
+        );
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+        true
+    }
 }
 
 impl Writer {
@@ -139,6 +186,7 @@ impl Writer {
             checkpoints: Checkpointer::new(next_state_seq, threshold),
             last_sync: Instant::now(),
             unsynced: false,
+            slow: SlowWrites::default(),
         }
     }
 
@@ -187,13 +235,14 @@ impl Writer {
         }
     }
 
-    fn fsync(&mut self) -> Result<()> {
+    fn fsync(&mut self) -> Result<Duration> {
         let started = Instant::now();
         self.shared.db.persist(PersistMode::SyncData)?;
-        self.shared.stats.fsync.observe(started.elapsed());
+        let took = started.elapsed();
+        self.shared.stats.fsync.observe(took);
         self.last_sync = Instant::now();
         self.unsynced = false;
-        Ok(())
+        Ok(took)
     }
 
     fn commit_group(&mut self, commands: Vec<Command>) {
@@ -269,11 +318,15 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: OwnedWriteBatch, force_sync: bool) -> Result<()> {
+        let (mut throttle, mut commit) = (Duration::ZERO, Duration::ZERO);
         if !batch.is_empty() {
-            write_buffer::throttle(&self.shared);
             let started = Instant::now();
+            write_buffer::throttle(&self.shared);
+            let committing = Instant::now();
+            throttle = committing - started;
             batch.commit()?;
-            self.shared.stats.commit.observe(started.elapsed());
+            commit = committing.elapsed();
+            self.shared.stats.commit.observe(commit);
             self.unsynced = true;
         }
         let due = force_sync
@@ -284,9 +337,8 @@ impl Writer {
                 }
                 FsyncPolicy::Never => false,
             };
-        if due {
-            self.fsync()?;
-        }
+        let fsync = if due { self.fsync()? } else { Duration::ZERO };
+        self.slow.observe(throttle, commit, fsync);
         Ok(())
     }
 
@@ -399,5 +451,24 @@ fn refuse(command: Command, error: &Error) {
         Command::Truncate { reply, .. } => answer(reply, Err(error())),
         Command::Sync { reply } => answer(reply, Err(error())),
         Command::Shutdown => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_writes_are_logged_at_most_once_per_period_and_the_rest_counted() {
+        let ms = Duration::from_millis;
+        let mut slow = SlowWrites::default();
+        assert!(!slow.observe(ms(1), ms(2), ms(40)), "49 ms is not slow");
+        assert!(slow.observe(ms(0), ms(1), ms(60)), "61 ms is");
+        assert!(!slow.observe(ms(0), ms(0), ms(200)), "within the period");
+        assert!(!slow.observe(ms(70), ms(0), ms(0)), "throttling counts too");
+        assert_eq!(slow.unlogged, 2);
+        slow.last_logged = slow.last_logged.map(|at| at - SLOW_WRITE_LOG_EVERY);
+        assert!(slow.observe(ms(0), ms(0), ms(51)), "a new period");
+        assert_eq!(slow.unlogged, 0);
     }
 }
