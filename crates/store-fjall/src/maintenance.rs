@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::codec;
 use super::command::Command;
 use super::context::StoreContext;
-use super::error::Result;
+use super::error::{FjallResult, Result};
 use super::keys;
 use super::support::{lock, now_ms, read};
 use super::topic::{PartitionLog, Topic};
@@ -80,7 +80,8 @@ fn drop_state_log(shared: &StoreContext, dropped: &mut u64) -> Result<()> {
             .state_log
             .tree
             .drop_range(..=keys::state_log_key(checkpoint))
-            .map_err(fjall::Error::from)?;
+            .map_err(fjall::Error::from)
+            .fjall()?;
         *dropped = checkpoint;
     }
     Ok(())
@@ -140,7 +141,8 @@ pub(crate) fn apply_retention(
                 log.keyspace
                     .tree
                     .drop_range(..bound)
-                    .map_err(fjall::Error::from)?;
+                    .map_err(fjall::Error::from)
+                    .fjall()?;
                 dropped.insert((topic.id, partition), start);
             }
         }

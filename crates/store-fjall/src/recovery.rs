@@ -20,7 +20,7 @@ use super::codec::{self, Counters, PendingRecord};
 use super::config::{MAX_BACKGROUND_THREADS, StoreConfig};
 use super::context::Keyspaces;
 use super::cursor::PartitionCursor;
-use super::error::{Error, Result};
+use super::error::{Error, FjallResult, Result};
 use super::keys;
 use super::subscription_state::{SubscriptionRecord, SubscriptionState};
 use super::topic::{MEMTABLE_BYTES, open_log_keyspace};
@@ -63,12 +63,13 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
     }
     let db = builder.open().map_err(|error| match error {
         fjall::Error::Locked => Error::Locked(config.dir.clone()),
-        other => Error::from(other),
+        other => crate::error::from_fjall(other),
     })?;
     let open = |name: &str| -> Result<Keyspace> {
-        Ok(db.keyspace(name, || {
+        db.keyspace(name, || {
             KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
-        })?)
+        })
+        .fjall()
     };
     let ks = Keyspaces {
         meta: open(keys::META)?,
@@ -98,12 +99,12 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Recovered> {
 /// the new checkpoint (durably), and drops the replayed records. Returns
 /// the next record's sequence number.
 fn replay_state_log(db: &Database, ks: &Keyspaces) -> Result<u64> {
-    let checkpoint = match ks.offsets.get(keys::STATE_CHECKPOINT_KEY)? {
+    let checkpoint = match ks.offsets.get(keys::STATE_CHECKPOINT_KEY).fjall()? {
         Some(value) => codec::decode_u64(&value, "state checkpoint")?,
         None => 0,
     };
     let newest = match ks.state_log.last_key_value() {
-        Some(guard) => keys::decode_state_log_key(&guard.key()?)?,
+        Some(guard) => keys::decode_state_log_key(&guard.key().fjall()?)?,
         None => 0,
     };
     // Later records win: collect the final value of every key, then write
@@ -114,7 +115,7 @@ fn replay_state_log(db: &Database, ks: &Keyspaces) -> Result<u64> {
         .state_log
         .range(keys::state_log_key(checkpoint.saturating_add(1))..)
     {
-        let (key, record) = guard.into_inner()?;
+        let (key, record) = guard.into_inner().fjall()?;
         replayed = keys::decode_state_log_key(&key)?;
         values.extend(codec::decode_state_record(&record)?);
     }
@@ -131,8 +132,8 @@ fn replay_state_log(db: &Database, ks: &Keyspaces) -> Result<u64> {
             keys::STATE_CHECKPOINT_KEY,
             codec::encode_u64(replayed),
         );
-        batch.commit()?;
-        db.persist(PersistMode::SyncAll)?;
+        batch.commit().fjall()?;
+        db.persist(PersistMode::SyncAll).fjall()?;
         tracing::info!(
             records = replayed - checkpoint,
             keys = values.len(),
@@ -144,7 +145,8 @@ fn replay_state_log(db: &Database, ks: &Keyspaces) -> Result<u64> {
         ks.state_log
             .tree
             .drop_range(..=keys::state_log_key(checkpoint))
-            .map_err(fjall::Error::from)?;
+            .map_err(fjall::Error::from)
+            .fjall()?;
     }
     Ok(newest.max(checkpoint) + 1)
 }
@@ -152,7 +154,7 @@ fn replay_state_log(db: &Database, ks: &Keyspaces) -> Result<u64> {
 fn load_topics(db: &Database, ks: &Keyspaces) -> Result<BTreeMap<Arc<str>, Arc<Topic>>> {
     let mut topics = BTreeMap::new();
     for guard in ks.meta.prefix(keys::TOPIC_RECORD_PREFIX) {
-        let (key, value) = guard.into_inner()?;
+        let (key, value) = guard.into_inner().fjall()?;
         let name = std::str::from_utf8(&key[keys::TOPIC_RECORD_PREFIX.len()..])
             .map_err(|_| corrupt_meta("topic name is not UTF-8"))?;
         let record: TopicRecord = serde_json::from_slice(&value)
@@ -176,7 +178,8 @@ fn load_partition(
     let keyspace = open_log_keyspace(db, topic_id, partition)?;
     let start = match ks
         .offsets
-        .get(keys::start_offset_key(topic_id, partition))?
+        .get(keys::start_offset_key(topic_id, partition))
+        .fjall()?
     {
         Some(value) => codec::decode_u64(&value, "start offset")?,
         None => 0,
@@ -198,12 +201,12 @@ fn load_subscriptions(
 ) -> Result<(Vec<Arc<SubscriptionState>>, u32)> {
     let mut acked: PerPartition<u64> = HashMap::new();
     for guard in ks.acked.iter() {
-        let (sub, partition, offset) = keys::decode_delivery_key(&guard.key()?)?;
+        let (sub, partition, offset) = keys::decode_delivery_key(&guard.key().fjall()?)?;
         acked.entry((sub, partition)).or_default().push(offset);
     }
     let mut pending: PerPartition<(u64, PendingRecord)> = HashMap::new();
     for guard in ks.pending.iter() {
-        let (key, value) = guard.into_inner()?;
+        let (key, value) = guard.into_inner().fjall()?;
         let (sub, partition, offset) = keys::decode_delivery_key(&key)?;
         let record = codec::decode_pending(&value)?;
         pending
@@ -214,7 +217,7 @@ fn load_subscriptions(
     let mut subscriptions = Vec::new();
     let mut next_sub_id = 0;
     for guard in ks.meta.prefix(keys::SUBSCRIPTION_RECORD_PREFIX) {
-        let (_, value) = guard.into_inner()?;
+        let (_, value) = guard.into_inner().fjall()?;
         let record: SubscriptionRecord = serde_json::from_slice(&value)
             .map_err(|error| corrupt_meta(&format!("subscription: {error}")))?;
         next_sub_id = next_sub_id.max(record.id + 1);
@@ -238,7 +241,11 @@ fn load_subscription(
     let mut parts = Vec::with_capacity(topic.partitions.len());
     for (partition, log) in topic.partitions.iter().enumerate() {
         let partition = partition as u32;
-        let committed = match ks.offsets.get(keys::cursor_key(record.id, partition))? {
+        let committed = match ks
+            .offsets
+            .get(keys::cursor_key(record.id, partition))
+            .fjall()?
+        {
             Some(value) => codec::decode_u64(&value, "cursor")?,
             None => log.start(),
         };
@@ -253,7 +260,7 @@ fn load_subscription(
         );
         parts.push(Mutex::new(state));
     }
-    let counters = match ks.offsets.get(keys::counters_key(record.id))? {
+    let counters = match ks.offsets.get(keys::counters_key(record.id)).fjall()? {
         Some(value) => codec::decode_counters(&value)?,
         None => Counters::default(),
     };
@@ -262,7 +269,7 @@ fn load_subscription(
         .prefix(keys::subscription_prefix(record.id))
         .next_back()
     {
-        Some(guard) => keys::decode_dead_key(&guard.key()?)?.1 + 1,
+        Some(guard) => keys::decode_dead_key(&guard.key().fjall()?)?.1 + 1,
         None => 0,
     };
     Ok(SubscriptionState::new(

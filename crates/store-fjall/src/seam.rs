@@ -20,13 +20,7 @@ use courier_core::{
 use tokio::sync::watch;
 
 use crate::subscription::FjallSubscription;
-use crate::{FjallStore, FsyncPolicy};
-
-type CoreResult<T> = courier_core::Result<T>;
-
-fn core<T>(result: crate::Result<T>) -> CoreResult<T> {
-    result.map_err(Into::into)
-}
+use crate::{FjallStore, FsyncPolicy, Result};
 
 impl courier_core::Storage for FjallStore {
     fn guarantees(&self) -> Guarantees {
@@ -52,20 +46,20 @@ impl courier_core::Storage for FjallStore {
         &'a self,
         name: &'a str,
         settings: TopicSettings,
-    ) -> BoxFuture<'a, CoreResult<TopicInfo>> {
-        Box::pin(async move { core(FjallStore::create_topic(self, name, settings).await) })
+    ) -> BoxFuture<'a, Result<TopicInfo>> {
+        Box::pin(async move { FjallStore::create_topic(self, name, settings).await })
     }
 
     fn append<'a>(
         &'a self,
         topic: &'a str,
         messages: &'a [NewMessage],
-    ) -> BoxFuture<'a, CoreResult<Vec<Position>>> {
-        Box::pin(async move { core(FjallStore::append(self, topic, messages).await) })
+    ) -> BoxFuture<'a, Result<Vec<Position>>> {
+        Box::pin(async move { FjallStore::append(self, topic, messages).await })
     }
 
-    fn read(&self, topic: &str, partition: u32, from: u64, max: usize) -> CoreResult<Vec<Message>> {
-        core(FjallStore::read(self, topic, partition, from, max))
+    fn read(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<Message>> {
+        FjallStore::read(self, topic, partition, from, max)
     }
 
     fn subscribe<'a>(
@@ -73,19 +67,15 @@ impl courier_core::Storage for FjallStore {
         subscriber: &'a str,
         topic: &'a str,
         settings: SubscriptionSettings,
-    ) -> BoxFuture<'a, CoreResult<Arc<dyn courier_core::Subscription>>> {
+    ) -> BoxFuture<'a, Result<Arc<dyn courier_core::Subscription>>> {
         Box::pin(async move {
-            let sub = core(FjallStore::subscribe(self, subscriber, topic, settings).await)?;
+            let sub = FjallStore::subscribe(self, subscriber, topic, settings).await?;
             Ok(Arc::new(sub) as Arc<dyn courier_core::Subscription>)
         })
     }
 
-    fn unsubscribe<'a>(
-        &'a self,
-        subscriber: &'a str,
-        topic: &'a str,
-    ) -> BoxFuture<'a, CoreResult<()>> {
-        Box::pin(async move { core(FjallStore::unsubscribe(self, subscriber, topic).await) })
+    fn unsubscribe<'a>(&'a self, subscriber: &'a str, topic: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { FjallStore::unsubscribe(self, subscriber, topic).await })
     }
 
     fn seek<'a>(
@@ -93,8 +83,8 @@ impl courier_core::Storage for FjallStore {
         subscriber: &'a str,
         topic: &'a str,
         target: SeekTarget,
-    ) -> BoxFuture<'a, CoreResult<()>> {
-        Box::pin(async move { core(FjallStore::seek(self, subscriber, topic, target).await) })
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { FjallStore::seek(self, subscriber, topic, target).await })
     }
 
     fn dead_letters(
@@ -102,30 +92,28 @@ impl courier_core::Storage for FjallStore {
         subscriber: &str,
         topic: Option<&str>,
         limit: usize,
-    ) -> CoreResult<Vec<DeadLetter>> {
-        core(FjallStore::dead_letters(self, subscriber, topic, limit))
+    ) -> Result<Vec<DeadLetter>> {
+        FjallStore::dead_letters(self, subscriber, topic, limit)
     }
 
     fn replay_dead_letters<'a>(
         &'a self,
         subscriber: &'a str,
         topic: Option<&'a str>,
-    ) -> BoxFuture<'a, CoreResult<u64>> {
-        Box::pin(
-            async move { core(FjallStore::replay_dead_letters(self, subscriber, topic).await) },
-        )
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { FjallStore::replay_dead_letters(self, subscriber, topic).await })
     }
 
     fn purge_dead_letters<'a>(
         &'a self,
         subscriber: &'a str,
         topic: Option<&'a str>,
-    ) -> BoxFuture<'a, CoreResult<u64>> {
-        Box::pin(async move { core(FjallStore::purge_dead_letters(self, subscriber, topic).await) })
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { FjallStore::purge_dead_letters(self, subscriber, topic).await })
     }
 
-    fn state_get(&self, namespace: &str, key: &str) -> CoreResult<Option<Vec<u8>>> {
-        core(FjallStore::state_get(self, namespace, key))
+    fn state_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        FjallStore::state_get(self, namespace, key)
     }
 
     fn state_read(
@@ -133,8 +121,8 @@ impl courier_core::Storage for FjallStore {
         namespace: &str,
         key: &str,
         f: &mut dyn FnMut(Option<&[u8]>),
-    ) -> CoreResult<()> {
-        core(FjallStore::state_read(self, namespace, key, f))
+    ) -> Result<()> {
+        FjallStore::state_read(self, namespace, key, f)
     }
 
     fn state_scan(
@@ -142,24 +130,24 @@ impl courier_core::Storage for FjallStore {
         namespace: &str,
         prefix: &str,
         limit: usize,
-    ) -> CoreResult<Vec<(String, Vec<u8>)>> {
-        core(FjallStore::state_scan(self, namespace, prefix, limit))
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        FjallStore::state_scan(self, namespace, prefix, limit)
     }
 
     fn topics(&self) -> Vec<TopicInfo> {
         FjallStore::topics(self)
     }
 
-    fn topic_info(&self, name: &str) -> CoreResult<TopicInfo> {
-        core(FjallStore::topic_info(self, name))
+    fn topic_info(&self, name: &str) -> Result<TopicInfo> {
+        FjallStore::topic_info(self, name)
     }
 
     fn subscriptions(&self) -> Vec<SubscriptionInfo> {
         FjallStore::subscriptions(self)
     }
 
-    fn subscription_info(&self, subscriber: &str, topic: &str) -> CoreResult<SubscriptionInfo> {
-        core(FjallStore::subscription_info(self, subscriber, topic))
+    fn subscription_info(&self, subscriber: &str, topic: &str) -> Result<SubscriptionInfo> {
+        FjallStore::subscription_info(self, subscriber, topic)
     }
 
     fn stats(&self) -> StoreStats {
@@ -170,8 +158,8 @@ impl courier_core::Storage for FjallStore {
         FjallStore::health(self)
     }
 
-    fn sync(&self) -> BoxFuture<'_, CoreResult<()>> {
-        Box::pin(async move { core(FjallStore::sync(self).await) })
+    fn sync(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { FjallStore::sync(self).await })
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -200,7 +188,7 @@ impl courier_core::Subscription for FjallSubscription {
         FjallSubscription::is_active(self)
     }
 
-    fn partition(&self, partition: u32) -> CoreResult<Arc<dyn PartitionFeed>> {
+    fn partition(&self, partition: u32) -> Result<Arc<dyn PartitionFeed>> {
         Ok(Arc::new(FjallPartition::new(self.clone(), partition)?))
     }
 }
@@ -213,8 +201,8 @@ pub struct FjallPartition {
 
 impl FjallPartition {
     /// Fails if the subscription's topic has no such partition.
-    pub fn new(subscription: FjallSubscription, partition: u32) -> CoreResult<FjallPartition> {
-        core(subscription.log(partition).map(|_| ()))?;
+    pub fn new(subscription: FjallSubscription, partition: u32) -> Result<FjallPartition> {
+        subscription.log(partition).map(|_| ())?;
         Ok(FjallPartition {
             subscription,
             partition,
@@ -235,16 +223,16 @@ impl PartitionFeed for FjallPartition {
         })
     }
 
-    fn poll(&self, max: usize) -> CoreResult<Poll> {
-        core(self.subscription.poll(self.partition, max))
+    fn poll(&self, max: usize) -> Result<Poll> {
+        self.subscription.poll(self.partition, max)
     }
 
     fn settle(
         &self,
         ticket: LeaseTicket,
         results: Vec<Settlement>,
-    ) -> BoxFuture<'_, CoreResult<SettleReport>> {
-        Box::pin(async move { core(self.subscription.settle(ticket, results).await) })
+    ) -> BoxFuture<'_, Result<SettleReport>> {
+        Box::pin(async move { self.subscription.settle(ticket, results).await })
     }
 
     fn release(&self, ticket: LeaseTicket) {

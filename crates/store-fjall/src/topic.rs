@@ -14,7 +14,7 @@ use std::time::Duration;
 use fjall::{Keyspace, KeyspaceCreateOptions};
 
 use super::codec;
-use super::error::{Error, Result};
+use super::error::{Error, FjallResult, Result};
 use super::keys;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -80,7 +80,7 @@ impl PartitionLog {
                 .map(fjall::Guard::into_inner)
         };
         let mut forward = range(from);
-        let head = forward.next().transpose()?;
+        let head = forward.next().transpose().fjall()?;
         if let Some((key, value)) = head
             && keys::decode_message_key(&key)? == from
         {
@@ -100,7 +100,7 @@ impl PartitionLog {
         each: &mut impl FnMut(u64, &[u8]) -> Result<()>,
     ) -> Result<()> {
         for entry in entries {
-            let (key, value) = entry?;
+            let (key, value) = entry.fjall()?;
             let run_first = keys::decode_message_key(&key)?;
             for (index, message) in codec::run_messages(&value)?.enumerate() {
                 let offset = run_first + index as u64;
@@ -134,7 +134,7 @@ impl PartitionLog {
             .range(..=keys::message_key(offset))
             .next_back()
         {
-            Some(guard) => keys::decode_message_key(&guard.key()?),
+            Some(guard) => keys::decode_message_key(&guard.key().fjall()?),
             None => Ok(offset),
         }
     }
@@ -146,7 +146,7 @@ pub(crate) fn stored_end(keyspace: &Keyspace) -> Result<Option<(u64, u64)>> {
     let Some(guard) = keyspace.last_key_value() else {
         return Ok(None);
     };
-    let (key, value) = guard.into_inner()?;
+    let (key, value) = guard.into_inner().fjall()?;
     let first = keys::decode_message_key(&key)?;
     let messages = codec::run_messages(&value)?;
     let count = u64::from(messages.remaining());
@@ -251,11 +251,12 @@ pub(crate) fn open_log_keyspace(
     partition: u32,
 ) -> Result<fjall::Keyspace> {
     let name = keys::partition_keyspace(topic_id, partition);
-    Ok(db.keyspace(&name, || {
+    db.keyspace(&name, || {
         KeyspaceCreateOptions::default()
             .max_memtable_size(MEMTABLE_BYTES)
             .filter_policy(fjall::config::FilterPolicy::disabled())
-    })?)
+    })
+    .fjall()
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use fjall::{AbstractTree, Keyspace};
 
 use super::context::StoreContext;
-use super::error::Result;
+use super::error::{FjallResult, Result};
 use super::support::read;
 
 /// Active memtable bytes above which the largest ones are sealed; also
@@ -74,7 +74,7 @@ pub(crate) fn seal(shared: &StoreContext) -> Result<()> {
             break;
         }
         tracing::trace!(keyspace = %keyspace.name(), size, "sealing a memtable to stay within the write buffer");
-        keyspace.rotate_memtable()?;
+        keyspace.rotate_memtable().fjall()?;
         total -= size;
     }
     Ok(())

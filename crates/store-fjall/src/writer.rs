@@ -22,7 +22,7 @@ use super::codec::{self};
 use super::command::{Command, Reply};
 use super::config::FsyncPolicy;
 use super::context::{Stats, StoreContext};
-use super::error::{Error, Result};
+use super::error::{Error, FjallResult, Result};
 use super::keys;
 use super::subscription_state::SubscriptionState;
 use super::topic::Topic;
@@ -237,7 +237,7 @@ impl Writer {
 
     fn fsync(&mut self) -> Result<Duration> {
         let started = Instant::now();
-        self.shared.db.persist(PersistMode::SyncData)?;
+        self.shared.db.persist(PersistMode::SyncData).fjall()?;
         let took = started.elapsed();
         self.shared.stats.fsync.observe(took);
         self.last_sync = Instant::now();
@@ -324,7 +324,7 @@ impl Writer {
             write_buffer::throttle(&self.shared);
             let committing = Instant::now();
             throttle = committing - started;
-            batch.commit()?;
+            batch.commit().fjall()?;
             commit = committing.elapsed();
             self.shared.stats.commit.observe(commit);
             self.unsynced = true;

@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 
 use super::FjallStore;
 use crate::command::Command;
-use crate::error::{Error, Result};
+use crate::error::{Error, FjallResult, Result};
 use crate::subscription_state::SubscriptionState;
 use crate::support::read;
 use crate::{DeadLetter, Message, codec, keys, writer};
@@ -31,7 +31,7 @@ impl FjallStore {
                 if out.len() >= limit {
                     return Ok(out);
                 }
-                let (key, value) = guard.into_inner()?;
+                let (key, value) = guard.into_inner().fjall()?;
                 let (_, id) = keys::decode_dead_key(&key)?;
                 let record = codec::decode_dead(&value)?;
                 let message = if record.message.is_empty() {

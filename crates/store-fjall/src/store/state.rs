@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::FjallStore;
-use crate::error::Result;
+use crate::error::{FjallResult, Result};
 use crate::keys;
 
 impl FjallStore {
@@ -31,7 +31,7 @@ impl FjallStore {
             keys::state_key_into(namespace, key, full);
             match self.shared.state_table.read(full, f) {
                 Ok(result) => Ok(result),
-                Err(f) => Ok(f(self.shared.ks.state.get(&full[..])?.as_deref())),
+                Err(f) => Ok(f(self.shared.ks.state.get(&full[..]).fjall()?.as_deref())),
             }
         })
     }
@@ -58,7 +58,7 @@ impl FjallStore {
             if merged.len() >= limit {
                 break;
             }
-            let (key, value) = guard.into_inner()?;
+            let (key, value) = guard.into_inner().fjall()?;
             // Newer values of smaller keys come first.
             while let Some(entry) = newer.first_entry()
                 && entry.key().as_slice() < &*key

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{CommitGroup, MAX_DEAD_PER_COMMAND, Writer};
 use crate::codec::{self};
 use crate::cursor::CursorWrite;
-use crate::error::Result;
+use crate::error::{FjallResult, Result};
 use crate::keys;
 use crate::subscription_state::SubscriptionState;
 use crate::support::{lock, now_ms};
@@ -25,7 +25,7 @@ impl Writer {
             if count as usize >= MAX_DEAD_PER_COMMAND {
                 break;
             }
-            let (key, value) = guard.into_inner()?;
+            let (key, value) = guard.into_inner().fjall()?;
             let record = codec::decode_dead(&value)?;
             let Some(part) = sub.parts.get(record.partition as usize) else {
                 continue;
@@ -61,7 +61,7 @@ impl Writer {
             if count as usize >= MAX_DEAD_PER_COMMAND {
                 break;
             }
-            group.batch.remove(&ks.dead, guard.key()?);
+            group.batch.remove(&ks.dead, guard.key().fjall()?);
             count += 1;
         }
         if count > 0 {

@@ -10,7 +10,7 @@ use crate::codec::{self, DeadRecord};
 use crate::command::EncodedSettlement;
 use crate::context::Stats;
 use crate::cursor::{CursorLease, CursorWrite};
-use crate::error::{Error, Result};
+use crate::error::{Error, FjallResult, Result};
 use crate::keys;
 use crate::subscription_state::SubscriptionState;
 use crate::support::{lock, now_ms};
@@ -198,7 +198,7 @@ impl Writer {
                     Some(value) => counter(value.as_deref()),
                     None => match self.shared.state_table.read(&key, counter) {
                         Ok(base) => base,
-                        Err(_) => counter(state.get(&key)?.as_deref()),
+                        Err(_) => counter(state.get(&key).fjall()?.as_deref()),
                     },
                 };
                 let value = base.saturating_add(delta).to_string().into_bytes();

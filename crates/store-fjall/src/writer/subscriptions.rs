@@ -7,7 +7,7 @@ use super::{CommitGroup, Writer};
 use crate::codec::{self, Counters};
 use crate::config::SubscriptionSettings;
 use crate::cursor::PartitionCursor;
-use crate::error::Result;
+use crate::error::{FjallResult, Result};
 use crate::keys;
 use crate::subscription_state::{SubscriptionRecord, SubscriptionState};
 use crate::support::{lock, write};
@@ -96,7 +96,7 @@ impl Writer {
         let prefix = keys::subscription_prefix(sub.id);
         for keyspace in [&ks.acked, &ks.pending, &ks.dead] {
             for guard in keyspace.prefix(prefix) {
-                let key = guard.key()?;
+                let key = guard.key().fjall()?;
                 group.batch.remove(keyspace, key);
             }
         }
