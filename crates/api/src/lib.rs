@@ -89,13 +89,19 @@ async fn method_not_allowed() -> Error {
     Error::MethodNotAllowed
 }
 
-/// Checks the bearer token when one is configured.
+/// The one endpoint that answers without the token: load balancers and
+/// orchestrators probe it without credentials.
+const OPEN_PATH: &str = "/healthz";
+
+/// Checks the bearer token when one is configured (not for [`OPEN_PATH`]).
 async fn authorize(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, Error> {
-    if let Some(token) = &state.token {
+    if let Some(token) = &state.token
+        && request.uri().path() != OPEN_PATH
+    {
         let given = request
             .headers()
             .get(AUTHORIZATION)

@@ -14,6 +14,8 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the engine at `server` (`http://host:port`; a bare
+    /// `host:port` means `http://host:port`).
     pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -22,7 +24,7 @@ impl Client {
             .context("building the HTTP client")?;
         Ok(Client {
             http,
-            base: server.trim_end_matches('/').to_owned(),
+            base: base_url(server),
             token,
         })
     }
@@ -36,16 +38,28 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the engine at {}", self.base))?;
+        let response = request.send().await.map_err(|error| {
+            if error.is_connect() {
+                anyhow!(
+                    "cannot reach the engine at {}: is `courier serve` running there? \
+                     Point at it with --server or COURIER_SERVER ({error})",
+                    self.base
+                )
+            } else {
+                anyhow!("talking to the engine at {}: {error}", self.base)
+            }
+        })?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(body);
         }
         let message = body["error"]["message"].as_str().unwrap_or("no details");
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(anyhow!(
+                "{status}: {message}; give the engine's token with --token or COURIER_TOKEN"
+            ));
+        }
         Err(anyhow!("{status}: {message}"))
     }
 
@@ -68,5 +82,30 @@ impl Client {
             .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
             .body(body);
         self.send(request).await
+    }
+}
+
+/// `server` as a base URL: without a scheme, `http://` is meant.
+fn base_url(server: &str) -> String {
+    let server = server.trim().trim_end_matches('/');
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_without_a_scheme_means_http() {
+        assert_eq!(base_url("localhost:7171"), "http://localhost:7171");
+        assert_eq!(base_url("http://10.0.0.1:7171/"), "http://10.0.0.1:7171");
+        assert_eq!(
+            base_url("https://courier.example"),
+            "https://courier.example"
+        );
     }
 }

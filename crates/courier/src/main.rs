@@ -17,15 +17,48 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&Overrides::from(args)),
-        command => runtime().and_then(|rt| rt.block_on(cli::run_client(command))),
+        command => {
+            quiet_on_closed_pipe();
+            runtime().and_then(|rt| rt.block_on(cli::run_client(command)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", causes(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A client command whose output is cut short (`courier status | head`)
+/// ends quietly, as `ls` would, instead of panicking on the broken pipe:
+/// the default action of SIGPIPE, which Rust programs start with ignored.
+/// (`serve` keeps it ignored: a client hanging up must not stop the engine.)
+fn quiet_on_closed_pipe() {
+    // SAFETY: called before any thread starts; resetting a signal to its
+    // default action has no other effect on the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// An error and its causes, `: `-separated, each said once: a message that
+/// already quotes its cause (`cannot listen on ...: Address already in
+/// use`) is not followed by that cause again.
+fn causes(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

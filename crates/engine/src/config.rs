@@ -5,7 +5,8 @@
 //! ```toml
 //! [server]
 //! listen = "127.0.0.1:7171"
-//! token = "secret"              # optional; COURIER_TOKEN
+//! token = "secret"              # optional; COURIER_TOKEN (not for /healthz)
+//! insecure = false              # allow a non-loopback listen without a token
 //! max_body_bytes = 16777216
 //! max_batch_messages = 10000
 //!
@@ -52,8 +53,12 @@ pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// When set, every endpoint requires `Authorization: Bearer <token>`.
+    /// When set, every endpoint but `/healthz` requires
+    /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Listen on a non-loopback address without a token anyway (anyone who
+    /// reaches the port may then publish, seek and purge).
+    pub insecure: bool,
     pub max_body_bytes: usize,
     pub max_batch_messages: usize,
     pub store: StoreConfig,
@@ -123,6 +128,7 @@ struct FileConfig {
 struct ServerSection {
     listen: Option<String>,
     token: Option<String>,
+    insecure: Option<bool>,
     max_body_bytes: Option<usize>,
     max_batch_messages: Option<usize>,
 }
@@ -166,8 +172,10 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7171].
     pub listen: Option<String>,
-    /// Bearer token required by every endpoint.
+    /// Bearer token required by every endpoint but `/healthz`.
     pub token: Option<String>,
+    /// Serve a non-loopback address without a token.
+    pub insecure: bool,
     /// Data directory [default: ./courier-data].
     pub data_dir: Option<PathBuf>,
     /// Plugins directory, watched for changes [default: ./plugins].
@@ -204,6 +212,7 @@ impl Config {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7171))),
             token: None,
+            insecure: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
             plugin_cache_dir: data_dir.join("plugin-cache"),
@@ -241,6 +250,9 @@ impl Config {
         } = file;
         if let Some(listen) = server.listen {
             self.listen = parse_listen("server.listen", &listen)?;
+        }
+        if let Some(insecure) = server.insecure {
+            self.insecure = insecure;
         }
         self.token = server.token.or(self.token.take()).filter(|t| !t.is_empty());
         if let Some(bytes) = server.max_body_bytes {
@@ -334,6 +346,7 @@ impl Config {
         if let Some(token) = &overrides.token {
             self.token = Some(token.clone()).filter(|t| !t.is_empty());
         }
+        self.insecure |= overrides.insecure;
         if let Some(dir) = &overrides.data_dir {
             self.store.dir = dir.clone();
         }

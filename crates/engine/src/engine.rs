@@ -37,6 +37,10 @@ pub enum StartError {
     Plugins(#[from] plugin::Error),
     #[error("cannot start the dispatch threads: {0}")]
     Dispatch(std::io::Error),
+    #[error(
+        "refusing to listen on {addr} without a token: anyone who reaches it could publish, seek and purge. Set one (--token, COURIER_TOKEN, [server] token) or pass --insecure"
+    )]
+    Insecure { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -58,6 +62,11 @@ pub struct RunningEngine {
 /// Starts everything; returns once the API accepts connections and the
 /// plugins found at boot are subscribed.
 pub async fn start(config: Config) -> Result<RunningEngine, StartError> {
+    if !config.listen.ip().is_loopback() && config.token.is_none() && !config.insecure {
+        return Err(StartError::Insecure {
+            addr: config.listen,
+        });
+    }
     for dir in [
         &config.store.dir,
         &config.plugins_dir,

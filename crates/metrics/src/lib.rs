@@ -125,6 +125,7 @@ impl Metrics {
             handler_cpu_seconds.clone(),
         );
         registry.register_collector(Box::new(StoreCollector { store }));
+        registry.register_collector(Box::new(ProcessCollector));
         Arc::new(Metrics {
             registry,
             published,
@@ -185,6 +186,89 @@ impl Metrics {
             tracing::warn!(%error, "encoding metrics failed");
         }
         out
+    }
+}
+
+/// The engine process itself, read from `/proc/self` at scrape time: its
+/// CPU time, resident memory, open file descriptors and threads
+/// (`courier_process_*`), and the build (`courier_build_info`).
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s times (fixed at 100 on
+/// Linux).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let build = ConstGauge::new(1i64);
+        let labels = [("version", env!("CARGO_PKG_VERSION"))];
+        let mut metric = encoder.encode_descriptor(
+            "build_info",
+            "The running build (always 1)",
+            None,
+            build.metric_type(),
+        )?;
+        build.encode(metric.encode_family(&labels)?)?;
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name, which sits in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let field = |index: usize| {
+            fields
+                .get(index)
+                .and_then(|value| value.parse::<f64>().ok())
+        };
+        // utime and stime are fields 14 and 15 of the file, 11 and 12 here.
+        if let (Some(user), Some(system)) = (field(11), field(12)) {
+            let cpu = ConstCounter::new((user + system) / CLOCK_TICKS_PER_SECOND);
+            cpu.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "CPU time the engine process used (user and system)",
+                None,
+                cpu.metric_type(),
+            )?)?;
+        }
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let status_value = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|value| value.parse::<i64>().ok())
+        };
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|entries| entries.count() as i64)
+            .ok();
+        for (name, help, value) in [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory of the engine process",
+                status_value("VmRSS:").map(|kb| kb * 1024),
+            ),
+            (
+                "process_open_fds",
+                "File descriptors the engine process holds open",
+                open_fds,
+            ),
+            (
+                "process_threads",
+                "Threads of the engine process",
+                status_value("Threads:"),
+            ),
+        ] {
+            if let Some(value) = value {
+                let gauge = ConstGauge::new(value);
+                gauge.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    gauge.metric_type(),
+                )?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -414,7 +414,7 @@ async fn bad_seeks_and_topic_settings_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_configured_token_is_required_by_every_endpoint() {
+async fn a_configured_token_is_required_by_every_endpoint_but_the_health_probe() {
     let engine = TestEngine::start(|_, config| config.token = Some("s3cret".into())).await;
     let client = &engine.client;
     let paths = [
@@ -422,7 +422,6 @@ async fn a_configured_token_is_required_by_every_endpoint() {
         "/v1/subscriptions",
         "/v1/plugins",
         "/metrics",
-        "/healthz",
         "/v2/unknown",
     ];
     let wrong: [&[(&str, &str)]; 4] = [
@@ -439,6 +438,12 @@ async fn a_configured_token_is_required_by_every_endpoint() {
     }
     let publish = post(client, "/v1/topics/t/messages", JSON, r#"{"payload": 1}"#).await;
     assert_error(&publish, 401, "unauthorized", "bearer token");
+    // Load balancers and orchestrators probe health without credentials.
+    for headers in wrong {
+        let health = client.send(Method::GET, "/healthz", headers, None).await;
+        assert_eq!(health.status, 200, "{health:?}");
+        assert_eq!(health.body["status"], "ok", "{health:?}");
+    }
     let response = client
         .http()
         .get(client.url("/v1/topics"))

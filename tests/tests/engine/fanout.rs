@@ -89,6 +89,30 @@ async fn every_plugin_handles_every_order_exactly_once() {
         commits
     );
     assert!(gauge("courier_storage_fsync_seconds_count") > 0.0);
+    // The process and the build, read at scrape time.
+    assert!(gauge("courier_process_resident_memory_bytes") > 10e6);
+    assert!(gauge("courier_process_open_fds") > 3.0);
+    assert!(gauge("courier_process_threads") >= 4.0);
+    assert!(gauge("courier_process_cpu_seconds_total") > 0.0);
+    assert_eq!(
+        common::metric(&metrics, "courier_build_info", &[("version", "0.1.0")]),
+        Some(1.0)
+    );
+    let content_type = client
+        .http()
+        .get(client.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "the body is OpenMetrics text"
+    );
 
     cli_status_shows_no_lag(&client.base).await;
     engine.shutdown().await;

@@ -13,9 +13,19 @@ use std::path::PathBuf;
 
 use courier_engine::config::Overrides;
 
+/// `0.1.0 (3f2a9c1e0b7d, built 2026-12-04)`: `courier --version`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("COURIER_COMMIT"),
+    ", built ",
+    env!("COURIER_BUILD_DATE"),
+    ")"
+);
+
 /// Courier: a durable message queue with WebAssembly consumers.
 #[derive(Debug, Parser)]
-#[command(name = "courier", version, about, propagate_version = true)]
+#[command(name = "courier", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -74,6 +84,12 @@ pub enum Command {
     /// Benchmark the order fan-out: publish rate, end-to-end drain rate,
     /// latency at a fixed rate and peak memory.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script: `courier completions bash >
+    /// /etc/bash_completion.d/courier` (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs a client command.
@@ -88,6 +104,12 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
         Command::Seek { server, args } => admin::seek(&connect(&server)?, args).await,
         Command::GenerateOrders(args) => bench::generate(&args),
         Command::Bench(args) => bench::run(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "courier", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 
@@ -105,9 +127,12 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7171].
     #[arg(long, env = "COURIER_LISTEN")]
     pub listen: Option<String>,
-    /// Bearer token required by every endpoint.
+    /// Bearer token required by every endpoint but `/healthz`.
     #[arg(long, env = "COURIER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Serve a non-loopback address without a token (otherwise refused).
+    #[arg(long, env = "COURIER_INSECURE")]
+    pub insecure: bool,
     /// Data directory [default: ./courier-data].
     #[arg(long, env = "COURIER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -134,6 +159,7 @@ impl From<ServeArgs> for Overrides {
             config: args.config,
             listen: args.listen,
             token: args.token,
+            insecure: args.insecure,
             data_dir: args.data_dir,
             plugins_dir: args.plugins_dir,
             fsync: args.fsync,
@@ -141,5 +167,36 @@ impl From<ServeArgs> for Overrides {
             log_format: args.log_format,
             log: args.log,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every command, with the names of those
+    /// that lack a help text.
+    fn undocumented(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            if sub.get_about().is_none() {
+                out.push(format!("{path} {} (the command)", sub.get_name()));
+            }
+            undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_command_flag_and_argument_has_a_help_text() {
+        Cli::command().debug_assert();
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "courier", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

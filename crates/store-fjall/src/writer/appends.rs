@@ -23,25 +23,10 @@ impl Writer {
         partitions: Vec<fjall::Keyspace>,
         group: &mut CommitGroup,
     ) -> Result<Arc<Topic>> {
-        if let Some(existing) = self.shared.topic(name) {
-            if existing.settings.partitions != settings.partitions {
-                return Err(Error::TopicConflict {
-                    name: name.to_owned(),
-                    existing: existing.settings.partitions,
-                    requested: settings.partitions,
-                });
-            }
-            return Ok(existing);
-        }
-        keys::validate_name("topic", name)?;
-        settings.validate()?;
-        if partitions.len() != settings.partitions as usize {
-            return Err(Error::InvalidArgument(format!(
-                "topic {name:?}: {} partitions opened for {} wanted",
-                partitions.len(),
-                settings.partitions
-            )));
-        }
+        // `StoreContext::create_topic` checked the name, the settings and
+        // that the topic is new, under the lock every creation takes.
+        debug_assert!(self.shared.topic(name).is_none(), "topic {name} exists");
+        debug_assert_eq!(partitions.len(), settings.partitions as usize);
         let partitions = partitions
             .into_iter()
             .map(|keyspace| PartitionLog::new(keyspace, 0, 0, 0))
