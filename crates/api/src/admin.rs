@@ -288,10 +288,13 @@ pub async fn state_get(
 pub struct StateQuery {
     #[serde(default)]
     prefix: String,
+    /// The last key of the previous page (`next` of its answer).
+    start_after: Option<String>,
     limit: Option<usize>,
 }
 
-/// `GET /v1/plugins/{plugin}/state?prefix=&limit=`.
+/// `GET /v1/plugins/{plugin}/state?prefix=&start_after=&limit=`: a page of
+/// entries, and `next` (pass it as `start_after`) while more may follow.
 pub async fn state_list(
     State(app): State<AppState>,
     Path(plugin): Path<String>,
@@ -300,12 +303,18 @@ pub async fn state_list(
     known_plugin(&app, &plugin)?;
     let limit = query.limit.unwrap_or(100).min(MAX_LIST);
     let store = app.store.clone();
-    let entries = blocking(move || store.state_scan(&plugin, &query.prefix, limit)).await?;
+    let entries = blocking(move || {
+        store.state_scan(&plugin, &query.prefix, query.start_after.as_deref(), limit)
+    })
+    .await?;
+    let next = (entries.len() == limit)
+        .then(|| entries.last().map(|(key, _)| key.clone()))
+        .flatten();
     let entries: Vec<StateValue> = entries
         .into_iter()
         .map(|(key, bytes)| state_value(key, &bytes))
         .collect();
-    Ok(Json(json!({ "entries": entries })))
+    Ok(Json(json!({ "entries": entries, "next": next })))
 }
 
 #[derive(Deserialize)]
@@ -448,13 +457,29 @@ pub async fn seek(
 /// failure). A full disk still answers 200 with `"status": "degraded"`.
 pub async fn health(State(app): State<AppState>) -> Response {
     let health = app.store.health();
-    match (health.failure, health.full) {
+    // A plugin without a running version leaves its subscriptions' lag
+    // growing: the engine works, but not all of it.
+    let stopped_plugin = app
+        .registry
+        .status()
+        .into_iter()
+        .find(|status| status.state == courier_plugin_host::PluginState::Failed)
+        .map(|status| {
+            format!(
+                "plugin {:?} has no running version: {}",
+                status.name,
+                status.last_error.as_deref().unwrap_or("it failed to load")
+            )
+        });
+    match (health.failure, health.full.or(stopped_plugin)) {
         (Some(failure), _) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "failing", "reason": failure})),
         )
             .into_response(),
-        (None, Some(full)) => Json(json!({"status": "degraded", "reason": full})).into_response(),
+        (None, Some(reason)) => {
+            Json(json!({"status": "degraded", "reason": reason})).into_response()
+        }
         (None, None) => Json(json!({"status": "ok"})).into_response(),
     }
 }

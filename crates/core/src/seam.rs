@@ -157,11 +157,13 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<()>;
 
     /// Up to `limit` committed state entries of a namespace whose keys
-    /// start with `prefix`, in key order. Blocking.
+    /// start with `prefix` (and, if given, come after `start_after`: the
+    /// last key of the previous page), in key order. Blocking.
     fn state_scan(
         &self,
         namespace: &str,
         prefix: &str,
+        start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>>;
 

@@ -161,6 +161,11 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         !logs.contains('\u{1b}'),
         "colour codes in piped logs: {logs:?}"
     );
+    // The plugins directory given did not exist: said, not silently made.
+    assert!(
+        logs.contains("the plugins directory does not exist"),
+        "{logs}"
+    );
 }
 
 #[test]

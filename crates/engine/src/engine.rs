@@ -67,6 +67,12 @@ pub async fn start(config: Config) -> Result<RunningEngine, StartError> {
             addr: config.listen,
         });
     }
+    if !config.plugins_dir.exists() {
+        tracing::warn!(
+            plugins_dir = %config.plugins_dir.display(),
+            "the plugins directory does not exist: created it empty, so no plugin runs until one is dropped in (is --plugins-dir right?)"
+        );
+    }
     for dir in [
         &config.store.dir,
         &config.plugins_dir,

@@ -129,9 +129,10 @@ impl courier_core::Storage for FjallStore {
         &self,
         namespace: &str,
         prefix: &str,
+        start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>> {
-        FjallStore::state_scan(self, namespace, prefix, limit)
+        FjallStore::state_scan_after(self, namespace, prefix, start_after, limit)
     }
 
     fn topics(&self) -> Vec<TopicInfo> {

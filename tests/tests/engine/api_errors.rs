@@ -522,3 +522,33 @@ async fn a_configured_token_is_required_by_every_endpoint_but_the_health_probe()
     );
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_degraded_with_the_reason_while_a_plugin_has_no_running_version() {
+    let engine = TestEngine::start(|dir, _| {
+        install_plugin(dir, "fixture-ack", "acker", None);
+        std::fs::write(dir.join("broken.wasm"), b"\0asm garbage, not a component")
+            .expect("writing a broken plugin");
+    })
+    .await;
+    let client = &engine.client;
+    let health = get(client, "/healthz").await;
+    assert_eq!(health.status, 200, "{health:?}");
+    assert_eq!(health.body["status"], "degraded", "{health:?}");
+    let reason = health.body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("\"broken\"") && reason.contains("no running version"),
+        "{reason}"
+    );
+    // Once the broken file goes, nothing is missing any more.
+    std::fs::remove_file(engine.plugins_dir().join("broken.wasm")).expect("removing it");
+    let healed = wait_until(Duration::from_secs(20), || async {
+        get(client, "/healthz").await.body["status"] == "ok"
+    })
+    .await;
+    assert!(
+        healed,
+        "health stayed degraded after the broken plugin went"
+    );
+    engine.shutdown().await;
+}

@@ -115,7 +115,74 @@ async fn every_plugin_handles_every_order_exactly_once() {
     );
 
     cli_status_shows_no_lag(&client.base).await;
+    cli_reads_plugins_and_their_state(&client.base, &expected).await;
     engine.shutdown().await;
+}
+
+/// `courier plugins` and `courier state` against the drained engine: the
+/// plugins listed, one in full, and membership's points read key by key
+/// and listed page by page (pages of 7 through a few hundred keys) agree
+/// with the orders.
+async fn cli_reads_plugins_and_their_state(base: &str, expected: &courier_workload::Expected) {
+    let list = run_cli(&["plugins", "list", "--server", base]).await;
+    for plugin in ORDER_PLUGINS {
+        assert!(
+            list.lines()
+                .any(|line| line.starts_with(plugin) && line.contains("running")),
+            "{list}"
+        );
+    }
+    let info = run_cli(&["plugins", "info", "membership", "--server", base]).await;
+    assert!(info.contains("status:        running"), "{info}");
+    assert!(info.contains("subscriptions: orders"), "{info}");
+    let unknown = tokio::process::Command::new(courier_tests::courier_binary())
+        .args(["plugins", "info", "nope", "--server", base])
+        .output()
+        .await
+        .expect("courier runs");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown plugin \"nope\""));
+
+    let (user, points) = expected.points_by_user.iter().next().expect("some member");
+    let key = format!("points/{user}");
+    let got = run_cli(&["state", "get", "membership", &key, "--server", base]).await;
+    assert_eq!(got.trim(), points.to_string(), "{key}");
+
+    let mut listed: BTreeMap<String, i64> = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut args = vec![
+            "state",
+            "list",
+            "membership",
+            "--prefix",
+            "points/",
+            "--limit",
+            "7",
+        ];
+        if let Some(after) = &after {
+            args.extend(["--start-after", after.as_str()]);
+        }
+        args.extend(["--server", base]);
+        let page = run_cli(&args).await;
+        let lines: Vec<&str> = page.lines().collect();
+        assert!(lines.len() <= 7, "{page}");
+        for line in &lines {
+            let (key, value) = line.split_once(" = ").expect("key = value");
+            let user = key.strip_prefix("points/").expect("a points key");
+            let fresh = listed
+                .insert(user.to_owned(), value.parse().expect("a counter"))
+                .is_none();
+            assert!(fresh, "{key} listed twice");
+        }
+        match lines.last() {
+            Some(last) if lines.len() == 7 => {
+                after = last.split_once(" = ").map(|(key, _)| key.to_owned());
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(listed, expected.points_by_user, "points, page by page");
 }
 
 /// `courier status` against the drained engine: exit 0, zero lag for the

@@ -2,6 +2,7 @@
 //! talks to a running engine over its HTTP API.
 
 mod admin;
+mod inspect;
 mod publish;
 mod status;
 
@@ -72,6 +73,20 @@ pub enum Command {
         #[command(subcommand)]
         command: admin::DeadLetterCommand,
     },
+    /// List plugins, or show one in full (with its last load error).
+    Plugins {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: inspect::PluginsCommand,
+    },
+    /// Read a plugin's state: one key, or a listing page by page.
+    State {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: inspect::StateCommand,
+    },
     /// Move a plugin's cursor on a topic (replay or skip).
     Seek {
         #[command(flatten)]
@@ -102,6 +117,8 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             admin::dead_letters(&connect(&server)?, command).await
         }
         Command::Seek { server, args } => admin::seek(&connect(&server)?, args).await,
+        Command::Plugins { server, command } => inspect::plugins(&connect(&server)?, command).await,
+        Command::State { server, command } => inspect::state(&connect(&server)?, command).await,
         Command::GenerateOrders(args) => bench::generate(&args),
         Command::Bench(args) => bench::run(args).await,
         Command::Completions { shell } => {

@@ -45,20 +45,46 @@ impl FjallStore {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>> {
+        self.state_scan_after(namespace, prefix, None, limit)
+    }
+
+    /// Like [`state_scan`](Self::state_scan), but only keys after
+    /// `start_after` (the last key of the previous page): pages of a large
+    /// namespace cost their own size, not everything before them.
+    pub fn state_scan_after(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        use std::ops::Bound;
+
         let skip = keys::state_prefix(namespace).len();
         let full_prefix = keys::state_key(namespace, prefix);
+        let after = start_after
+            .map(|key| keys::state_key(namespace, key))
+            .filter(|after| *after >= full_prefix);
         let mut newer: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
             .shared
             .state_table
             .dirty_with_prefix(&full_prefix)
             .into_iter()
+            .filter(|(key, _)| after.as_ref().is_none_or(|after| key > after))
             .collect();
+        let lower = match &after {
+            Some(after) => Bound::Excluded(after.clone()),
+            None => Bound::Included(full_prefix.clone()),
+        };
         let mut merged = Vec::new();
-        for guard in self.shared.ks.state.prefix(&full_prefix) {
+        for guard in self.shared.ks.state.range((lower, Bound::Unbounded)) {
             if merged.len() >= limit {
                 break;
             }
             let (key, value) = guard.into_inner().fjall()?;
+            if !key.starts_with(&full_prefix) {
+                break;
+            }
             // Newer values of smaller keys come first.
             while let Some(entry) = newer.first_entry()
                 && entry.key().as_slice() < &*key

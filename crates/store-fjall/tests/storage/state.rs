@@ -235,6 +235,36 @@ async fn scans_merge_checkpointed_values_with_newer_writes_and_deletes() {
         expected[3..5],
         "a longer prefix"
     );
+    // Pages: each starts after the previous page's last key, through the
+    // checkpointed keys and the newer ones in memory alike.
+    for page_size in 1..=expected.len() {
+        let mut pages = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .state_scan_after("s", "a/", after.as_deref(), page_size)
+                .expect("scan");
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|(key, _)| key.clone());
+            pages.extend(page);
+        }
+        assert_eq!(pages, expected, "pages of {page_size}");
+    }
+    assert_eq!(
+        store
+            .state_scan_after("s", "a/", Some("0"), 100)
+            .expect("scan"),
+        expected,
+        "a start before the prefix starts at the prefix"
+    );
+    assert!(
+        store
+            .state_scan_after("s", "a/", Some("a/6"), 100)
+            .expect("scan")
+            .is_empty()
+    );
 }
 
 /// A store with checkpoint `threshold`, topic `t` (one partition) holding
