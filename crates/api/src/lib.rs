@@ -46,6 +46,9 @@ pub struct AppState {
     pub limits: Limits,
     /// Required bearer token, if any.
     pub token: Option<Arc<str>>,
+    /// `/metrics` answers without the token too (a scraper without
+    /// credentials); the counts it shows are then public.
+    pub public_metrics: bool,
 }
 
 /// Every route of the API.
@@ -73,7 +76,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/dead-letters/{plugin}/replay",
             post(admin::replay_dead_letters),
         )
-        .route("/metrics", get(admin::metrics))
+        .route(METRICS_PATH, get(admin::metrics))
         .route("/healthz", get(admin::health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -92,6 +95,8 @@ async fn method_not_allowed() -> Error {
 /// The one endpoint that answers without the token: load balancers and
 /// orchestrators probe it without credentials.
 const OPEN_PATH: &str = "/healthz";
+/// Open too when [`AppState::public_metrics`] says so.
+const METRICS_PATH: &str = "/metrics";
 
 /// Checks the bearer token when one is configured (not for [`OPEN_PATH`]).
 async fn authorize(
@@ -99,8 +104,10 @@ async fn authorize(
     request: Request,
     next: Next,
 ) -> Result<Response, Error> {
+    let path = request.uri().path();
+    let open = path == OPEN_PATH || (state.public_metrics && path == METRICS_PATH);
     if let Some(token) = &state.token
-        && request.uri().path() != OPEN_PATH
+        && !open
     {
         let given = request
             .headers()

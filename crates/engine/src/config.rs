@@ -7,6 +7,7 @@
 //! listen = "127.0.0.1:7171"
 //! token = "secret"              # optional; COURIER_TOKEN (not for /healthz)
 //! insecure = false              # allow a non-loopback listen without a token
+//! public_metrics = false        # /metrics without the token
 //! max_body_bytes = 16777216
 //! max_batch_messages = 10000
 //!
@@ -59,6 +60,8 @@ pub struct Config {
     /// Listen on a non-loopback address without a token anyway (anyone who
     /// reaches the port may then publish, seek and purge).
     pub insecure: bool,
+    /// `/metrics` answers without the token.
+    pub public_metrics: bool,
     pub max_body_bytes: usize,
     pub max_batch_messages: usize,
     pub store: StoreConfig,
@@ -129,6 +132,7 @@ struct ServerSection {
     listen: Option<String>,
     token: Option<String>,
     insecure: Option<bool>,
+    public_metrics: Option<bool>,
     max_body_bytes: Option<usize>,
     max_batch_messages: Option<usize>,
 }
@@ -176,6 +180,8 @@ pub struct Overrides {
     pub token: Option<String>,
     /// Serve a non-loopback address without a token.
     pub insecure: bool,
+    /// `/metrics` without the token.
+    pub public_metrics: bool,
     /// Data directory [default: ./courier-data].
     pub data_dir: Option<PathBuf>,
     /// Plugins directory, watched for changes [default: ./plugins].
@@ -213,6 +219,7 @@ impl Config {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7171))),
             token: None,
             insecure: false,
+            public_metrics: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
             plugin_cache_dir: data_dir.join("plugin-cache"),
@@ -253,6 +260,9 @@ impl Config {
         }
         if let Some(insecure) = server.insecure {
             self.insecure = insecure;
+        }
+        if let Some(public) = server.public_metrics {
+            self.public_metrics = public;
         }
         self.token = server.token.or(self.token.take()).filter(|t| !t.is_empty());
         if let Some(bytes) = server.max_body_bytes {
@@ -347,6 +357,7 @@ impl Config {
             self.token = Some(token.clone()).filter(|t| !t.is_empty());
         }
         self.insecure |= overrides.insecure;
+        self.public_metrics |= overrides.public_metrics;
         if let Some(dir) = &overrides.data_dir {
             self.store.dir = dir.clone();
         }

@@ -129,6 +129,7 @@ pub async fn start(config: Config) -> Result<RunningEngine, StartError> {
             max_batch_messages: config.max_batch_messages,
         },
         token: config.token.as_deref().map(Arc::from),
+        public_metrics: config.public_metrics,
     };
     let server_cancel = cancel.clone();
     let server = tokio::spawn(async move {

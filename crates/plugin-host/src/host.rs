@@ -23,7 +23,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::StateReader;
 use super::bindings::courier::plugin::types::Error as WitError;
 use super::bindings::courier::plugin::{config, logging, producer, store, types};
-use super::manifest::Manifest;
+use super::manifest::{LogLevelSpec, Manifest};
 use courier_core::{Effects, MAX_STATE_KEY_BYTES, NewMessage, StateOp};
 
 /// Largest state value a plugin may write.
@@ -58,6 +58,52 @@ pub struct HostState {
     pub(super) staging: Staging,
     /// The message being handled, for log lines.
     pub(super) current: Option<(Arc<str>, u32, u64)>,
+    logs: LogBudget,
+}
+
+/// The rate limit of one instance's log lines (`[logging]
+/// max_lines_per_second`), by whole seconds.
+#[derive(Default)]
+struct LogBudget {
+    second: Option<std::time::Instant>,
+    lines: u32,
+    dropped: u64,
+}
+
+impl LogBudget {
+    /// Whether one more line may go out now; reports what the last full
+    /// second dropped when a new one starts.
+    fn admit(&mut self, limit: u32, plugin: &str) -> bool {
+        if limit == 0 {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        let fresh = self
+            .second
+            .is_none_or(|start| now.duration_since(start) >= std::time::Duration::from_secs(1));
+        if fresh {
+            if self.dropped > 0 {
+                tracing::warn!(
+                    plugin,
+                    dropped = self.dropped,
+                    limit,
+                    "plugin logged more lines than [logging] max_lines_per_second; dropped the rest"
+                );
+            }
+            *self = LogBudget {
+                second: Some(now),
+                lines: 0,
+                dropped: 0,
+            };
+        }
+        if self.lines < limit {
+            self.lines += 1;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
 }
 
 impl HostState {
@@ -81,6 +127,7 @@ impl HostState {
             state,
             staging: Staging::default(),
             current: None,
+            logs: LogBudget::default(),
         }
     }
 
@@ -479,16 +526,28 @@ impl store::Host for HostState {
 
 impl logging::Host for HostState {
     fn log(&mut self, level: logging::Level, context: String, message: String) {
+        let logging = &self.plugin.manifest.logging;
+        if severity(level) < logging.level {
+            return;
+        }
+        let plugin = &*self.plugin.name;
+        if !self.logs.admit(logging.max_lines_per_second, plugin) {
+            return;
+        }
         let message = truncate(&message, MAX_LOG_LINE_BYTES);
         let context = truncate(&context, MAX_LOG_LINE_BYTES / 4);
-        let plugin = &*self.plugin.name;
         let (topic, partition, offset) = match &self.current {
             Some((topic, partition, offset)) => (&**topic, *partition, *offset),
             None => ("", 0, 0),
         };
+        // No `context=""` on every line of plugins that name none.
         macro_rules! emit {
             ($level:expr) => {
-                tracing::event!(target: "courier::plugin::guest", $level, plugin, topic, partition, offset, context, "{message}")
+                if context.is_empty() {
+                    tracing::event!(target: "courier::plugin::guest", $level, plugin, topic, partition, offset, "{message}")
+                } else {
+                    tracing::event!(target: "courier::plugin::guest", $level, plugin, topic, partition, offset, context, "{message}")
+                }
             };
         }
         match level {
@@ -498,6 +557,17 @@ impl logging::Host for HostState {
             logging::Level::Warn => emit!(tracing::Level::WARN),
             logging::Level::Error | logging::Level::Critical => emit!(tracing::Level::ERROR),
         }
+    }
+}
+
+/// The manifest's scale for a guest's level (`critical` is an error).
+fn severity(level: logging::Level) -> LogLevelSpec {
+    match level {
+        logging::Level::Trace => LogLevelSpec::Trace,
+        logging::Level::Debug => LogLevelSpec::Debug,
+        logging::Level::Info => LogLevelSpec::Info,
+        logging::Level::Warn => LogLevelSpec::Warn,
+        logging::Level::Error | logging::Level::Critical => LogLevelSpec::Error,
     }
 }
 
@@ -531,6 +601,30 @@ pub(super) fn truncate(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_lines_beyond_the_budget_are_dropped_and_counted_per_second() {
+        let mut budget = LogBudget::default();
+        assert!((0..3).all(|_| budget.admit(3, "p")));
+        assert!(!budget.admit(3, "p"));
+        assert!(!budget.admit(3, "p"));
+        assert_eq!(budget.dropped, 2);
+        // A new second: the count is reported (a warning) and reset.
+        budget.second = budget
+            .second
+            .and_then(|start| start.checked_sub(std::time::Duration::from_secs(1)));
+        assert!(budget.admit(3, "p"));
+        assert_eq!((budget.lines, budget.dropped), (1, 0));
+        let mut unlimited = LogBudget::default();
+        assert!((0..10_000).all(|_| unlimited.admit(0, "p")));
+    }
+
+    #[test]
+    fn guest_levels_map_onto_the_manifest_scale() {
+        assert_eq!(severity(logging::Level::Critical), LogLevelSpec::Error);
+        assert!(severity(logging::Level::Info) < LogLevelSpec::Warn);
+        assert!(severity(logging::Level::Warn) >= LogLevelSpec::Warn);
+    }
+
     use super::*;
 
     fn committed(value: Option<&str>) -> impl FnOnce(&str) -> Result<i64, WitError> {

@@ -26,8 +26,8 @@ pub mod runtime;
 
 pub use instance::{Handled, PluginInstance};
 pub use manifest::{
-    Capabilities, DeliveryModeSpec, DeliverySpec, InstanceStrategy, LimitsSpec, Manifest,
-    ManifestError, StartSpec, SubscriptionSpec,
+    Capabilities, DeliveryModeSpec, DeliverySpec, InstanceStrategy, LimitsSpec, LogLevelSpec,
+    LoggingSpec, Manifest, ManifestError, StartSpec, SubscriptionSpec,
 };
 pub use registry::{PluginSet, PluginState, PluginStatus, Registry};
 pub use runtime::{LoadedPlugin, PluginRuntime, RuntimeConfig};

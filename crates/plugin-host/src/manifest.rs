@@ -51,6 +51,46 @@ pub struct Manifest {
     /// Free-form strings for the plugin (`config` capability).
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// What becomes of the plugin's log lines.
+    #[serde(default)]
+    pub logging: LoggingSpec,
+}
+
+/// Severity of a guest log line, least severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevelSpec {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// `[logging]`: which of the plugin's lines the host keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSpec {
+    /// Lines below this level are dropped before they reach the engine's
+    /// log (whose own filter applies after): `"warn"` mutes a plugin's
+    /// routine INFO lines.
+    pub level: LogLevelSpec,
+    /// Most lines one instance logs per second; the rest are dropped and
+    /// counted in a warning once the second is over. 0: no limit.
+    pub max_lines_per_second: u32,
+}
+
+/// Default of [`LoggingSpec::max_lines_per_second`]: room for a line per
+/// message at a brisk pace, not for a log storm.
+pub const DEFAULT_MAX_LOG_LINES_PER_SECOND: u32 = 100;
+
+impl Default for LoggingSpec {
+    fn default() -> Self {
+        LoggingSpec {
+            level: LogLevelSpec::Trace,
+            max_lines_per_second: DEFAULT_MAX_LOG_LINES_PER_SECOND,
+        }
+    }
 }
 
 /// One topic the plugin consumes.
@@ -192,6 +232,7 @@ impl Manifest {
             limits: LimitsSpec::default(),
             capabilities: Capabilities::default(),
             config: BTreeMap::new(),
+            logging: LoggingSpec::default(),
         }
     }
 
@@ -349,6 +390,21 @@ mod tests {
 
     fn parse(text: &str) -> Result<Manifest, ManifestError> {
         Manifest::parse("membership", Path::new("plugins/membership.toml"), text)
+    }
+
+    #[test]
+    fn logging_takes_a_level_and_a_line_budget() {
+        let default = parse("").expect("no [logging]");
+        assert_eq!(default.logging, LoggingSpec::default());
+        assert_eq!(default.logging.level, LogLevelSpec::Trace);
+        let quiet =
+            parse("[logging]\nlevel = \"warn\"\nmax_lines_per_second = 0\n").expect("a level");
+        assert_eq!(quiet.logging.level, LogLevelSpec::Warn);
+        assert_eq!(quiet.logging.max_lines_per_second, 0);
+        assert!(LogLevelSpec::Info < LogLevelSpec::Warn);
+        for bad in ["[logging]\nlevel = \"loud\"\n", "[logging]\nlines = 3\n"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

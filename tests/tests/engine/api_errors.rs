@@ -444,6 +444,24 @@ async fn a_configured_token_is_required_by_every_endpoint_but_the_health_probe()
         assert_eq!(health.status, 200, "{health:?}");
         assert_eq!(health.body["status"], "ok", "{health:?}");
     }
+    engine.shutdown().await;
+
+    // With public metrics, /metrics opens too, and nothing else does.
+    let engine = TestEngine::start(|_, config| {
+        config.token = Some("s3cret".into());
+        config.public_metrics = true;
+    })
+    .await;
+    let client = &engine.client;
+    let metrics = client
+        .http()
+        .get(client.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(metrics.status(), 200);
+    let topics = client.send(Method::GET, "/v1/topics", &[], None).await;
+    assert_error(&topics, 401, "unauthorized", "bearer token");
     let response = client
         .http()
         .get(client.url("/v1/topics"))

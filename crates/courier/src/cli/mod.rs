@@ -150,6 +150,9 @@ pub struct ServeArgs {
     /// Serve a non-loopback address without a token (otherwise refused).
     #[arg(long, env = "COURIER_INSECURE")]
     pub insecure: bool,
+    /// Let `/metrics` answer without the token (scrapers without one).
+    #[arg(long, env = "COURIER_PUBLIC_METRICS")]
+    pub public_metrics: bool,
     /// Data directory [default: ./courier-data].
     #[arg(long, env = "COURIER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -177,6 +180,7 @@ impl From<ServeArgs> for Overrides {
             listen: args.listen,
             token: args.token,
             insecure: args.insecure,
+            public_metrics: args.public_metrics,
             data_dir: args.data_dir,
             plugins_dir: args.plugins_dir,
             fsync: args.fsync,
