@@ -17,3 +17,4 @@ mod hot_add;
 mod isolation;
 mod restart;
 mod sync;
+mod tail;

@@ -5,6 +5,7 @@ mod admin;
 mod inspect;
 mod publish;
 mod status;
+mod tail;
 
 use clap::{Parser, Subcommand};
 
@@ -73,6 +74,14 @@ pub enum Command {
         #[command(subcommand)]
         command: admin::DeadLetterCommand,
     },
+    /// Print a topic's messages, from a starting point, optionally as they
+    /// arrive (moves no cursor).
+    Tail {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        args: tail::TailArgs,
+    },
     /// List plugins, or show one in full (with its last load error).
     Plugins {
         #[command(flatten)]
@@ -117,6 +126,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             admin::dead_letters(&connect(&server)?, command).await
         }
         Command::Seek { server, args } => admin::seek(&connect(&server)?, args).await,
+        Command::Tail { server, args } => tail::run(&connect(&server)?, args).await,
         Command::Plugins { server, command } => inspect::plugins(&connect(&server)?, command).await,
         Command::State { server, command } => inspect::state(&connect(&server)?, command).await,
         Command::GenerateOrders(args) => bench::generate(&args),

@@ -72,9 +72,7 @@ fn parse_from(text: &str) -> anyhow::Result<From> {
 
 pub async fn run(client: &Client, args: TailArgs) -> anyhow::Result<()> {
     let from = parse_from(&args.from)?;
-    let topic = client
-        .get(&format!("/v1/topics/{}", args.topic))
-        .await?;
+    let topic = client.get(&format!("/v1/topics/{}", args.topic)).await?;
     let partitions: Vec<(u32, u64, u64)> = topic["partitions"]
         .as_array()
         .into_iter()
@@ -103,7 +101,9 @@ pub async fn run(client: &Client, args: TailArgs) -> anyhow::Result<()> {
             From::Earliest => start,
             From::Latest => end,
             From::Offset(offset) => offset.clamp(start, end),
-            From::Time(ms) => first_at_or_after(client, &args.topic, partition, start, end, ms).await?,
+            From::Time(ms) => {
+                first_at_or_after(client, &args.topic, partition, start, end, ms).await?
+            }
         };
         next.insert(partition, (offset, end));
     }
@@ -199,14 +199,24 @@ fn print_message(message: &Value, json: bool) {
         .as_str()
         .map_or(String::new(), |key| format!(" key={key}"));
     let payload = match (&message["payload"], message["payload_base64"].as_str()) {
-        (Value::String(text), _) => text.clone(),
-        (Value::Null, Some(base64)) => format!("(base64) {base64}"),
+        (Value::Null, Some(encoded)) => text_or_base64(encoded),
         (payload, _) => payload.to_string(),
     };
     println!(
         "{topic}/{}@{}{key} {payload}",
         message["partition"], message["offset"]
     );
+}
+
+/// A payload the API sent as base64 (it is not JSON): as text if it is
+/// UTF-8, else as the base64.
+fn text_or_base64(encoded: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_else(|| format!("(base64) {encoded}"))
 }
 
 #[cfg(test)]
@@ -224,5 +234,11 @@ mod tests {
         );
         let error = parse_from("yesterday").expect_err("not a time");
         assert!(error.to_string().contains("RFC 3339"), "{error}");
+    }
+
+    #[test]
+    fn payloads_that_are_not_json_print_as_text_when_they_can() {
+        assert_eq!(text_or_base64("aGVsbG8="), "hello");
+        assert_eq!(text_or_base64("/w=="), "(base64) /w==");
     }
 }
