@@ -71,6 +71,11 @@ impl Client {
         self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
+    pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.request(reqwest::Method::PUT, path).json(body))
+            .await
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(self.request(reqwest::Method::POST, path).json(body))
             .await

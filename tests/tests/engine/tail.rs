@@ -118,3 +118,66 @@ async fn tail_prints_what_is_stored_from_where_it_is_asked_and_follows() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_listed_and_described_from_the_cli() {
+    let engine = TestEngine::start(|_, _| {}).await;
+    let base = engine.client.base.clone();
+    let created = run_cli(&[
+        "topics",
+        "create",
+        "events",
+        "--partitions",
+        "3",
+        "--retention-max-age",
+        "2h",
+        "--server",
+        &base,
+    ])
+    .await;
+    assert!(
+        created.starts_with("events") && created.contains("3 partitions"),
+        "{created}"
+    );
+    engine
+        .client
+        .publish("events", &json!([{"payload": 1}, {"payload": 2}]))
+        .await;
+    let list = run_cli(&["topics", "list", "--server", &base]).await;
+    assert!(
+        list.lines()
+            .any(|line| line.starts_with("events") && line.contains("2 messages")),
+        "{list}"
+    );
+    let described = run_cli(&["topics", "describe", "events", "--server", &base]).await;
+    assert!(described.contains("max age 7200 s"), "{described}");
+    assert_eq!(
+        described
+            .lines()
+            .filter(|l| l.starts_with("partition "))
+            .count(),
+        3,
+        "{described}"
+    );
+    // Another partition count for an existing topic is refused, saying why.
+    let conflict = tokio::process::Command::new(courier_binary())
+        .args([
+            "topics",
+            "create",
+            "events",
+            "--partitions",
+            "4",
+            "--server",
+            &base,
+        ])
+        .output()
+        .await
+        .expect("courier runs");
+    assert!(!conflict.status.success());
+    assert!(
+        String::from_utf8_lossy(&conflict.stderr).contains("3 partitions"),
+        "{}",
+        String::from_utf8_lossy(&conflict.stderr)
+    );
+    engine.shutdown().await;
+}

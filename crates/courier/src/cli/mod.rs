@@ -6,6 +6,7 @@ mod inspect;
 mod publish;
 mod status;
 mod tail;
+mod topics;
 
 use clap::{Parser, Subcommand};
 
@@ -74,6 +75,13 @@ pub enum Command {
         #[command(subcommand)]
         command: admin::DeadLetterCommand,
     },
+    /// List, describe or create topics.
+    Topics {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: topics::TopicsCommand,
+    },
     /// Print a topic's messages, from a starting point, optionally as they
     /// arrive (moves no cursor).
     Tail {
@@ -126,6 +134,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             admin::dead_letters(&connect(&server)?, command).await
         }
         Command::Seek { server, args } => admin::seek(&connect(&server)?, args).await,
+        Command::Topics { server, command } => topics::run(&connect(&server)?, command).await,
         Command::Tail { server, args } => tail::run(&connect(&server)?, args).await,
         Command::Plugins { server, command } => inspect::plugins(&connect(&server)?, command).await,
         Command::State { server, command } => inspect::state(&connect(&server)?, command).await,
