@@ -16,5 +16,6 @@ mod fanout;
 mod hot_add;
 mod isolation;
 mod restart;
+mod scaffold;
 mod sync;
 mod tail;

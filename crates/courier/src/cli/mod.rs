@@ -4,6 +4,7 @@
 mod admin;
 mod inspect;
 mod publish;
+mod scaffold;
 mod status;
 mod tail;
 mod topics;
@@ -75,6 +76,11 @@ pub enum Command {
         #[command(subcommand)]
         command: admin::DeadLetterCommand,
     },
+    /// Write a new plugin: `courier plugin new NAME`.
+    Plugin {
+        #[command(subcommand)]
+        command: scaffold::PluginCommand,
+    },
     /// List, describe or create topics.
     Topics {
         #[command(flatten)]
@@ -134,6 +140,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             admin::dead_letters(&connect(&server)?, command).await
         }
         Command::Seek { server, args } => admin::seek(&connect(&server)?, args).await,
+        Command::Plugin { command } => scaffold::run(command),
         Command::Topics { server, command } => topics::run(&connect(&server)?, command).await,
         Command::Tail { server, args } => tail::run(&connect(&server)?, args).await,
         Command::Plugins { server, command } => inspect::plugins(&connect(&server)?, command).await,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// Where `make nats-server` puts the binary.
 const NATS_VERSION: &str = "2.15.1";
 /// How long a cluster may take to elect its JetStream leader.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn nats_server_binary() -> PathBuf {
     if let Ok(path) = std::env::var("COURIER_NATS_SERVER") {
@@ -29,11 +29,16 @@ pub fn nats_server_binary() -> PathBuf {
     binary
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
+/// `count` distinct free loopback ports: every listener is held until all
+/// are bound, so the system cannot hand out one port twice.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("its address").port())
+        .collect()
 }
 
 struct Node {
@@ -54,7 +59,8 @@ impl NatsCluster {
     /// JetStream answers.
     pub async fn start(size: usize) -> NatsCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let free = free_ports(2 * size);
+        let ports: Vec<(u16, u16)> = free.chunks(2).map(|pair| (pair[0], pair[1])).collect();
         let routes: Vec<String> = ports
             .iter()
             .map(|(_, cluster)| format!("nats-route://127.0.0.1:{cluster}"))
@@ -124,11 +130,17 @@ impl NatsCluster {
 
     /// Waits until JetStream answers an account query through every
     /// running server.
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let started = Instant::now();
-        for (index, node) in self.nodes.iter().enumerate() {
-            if node.process.is_none() {
+        for (index, node) in self.nodes.iter_mut().enumerate() {
+            let Some(process) = node.process.as_mut() else {
                 continue;
+            };
+            if let Ok(Some(status)) = process.try_wait() {
+                panic!(
+                    "server n{index} exited ({status}); its log:\n{}",
+                    std::fs::read_to_string(&node.log).unwrap_or_default()
+                );
             }
             let url = format!("nats://127.0.0.1:{}", node.client_port);
             loop {
