@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fjall::{Database, Keyspace};
 
-use super::command::Command;
+use super::command::{Command, Reply};
 use super::config::StoreConfig;
 use super::config::TopicSettings;
 use super::error::{Error, Result};
@@ -141,6 +141,14 @@ impl StoreContext {
         self.closed.store(true, Ordering::Release);
     }
 
+    /// Sends the writer the command `command` builds around a reply
+    /// channel, and waits for its answer.
+    pub async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(command(reply)).await?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
     /// Queues a command for the writer, waiting while its queue is full.
     pub async fn send(&self, command: Command) -> Result<()> {
         self.commands
@@ -180,16 +188,14 @@ impl StoreContext {
         })
         .await
         .map_err(|_| Error::Closed)??;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let command = Command::CreateTopic {
+        self.ask(|reply| Command::CreateTopic {
             name: name.to_owned(),
             settings,
             id,
             partitions,
             reply,
-        };
-        self.send(command).await?;
-        answer.await.map_err(|_| Error::Closed)?
+        })
+        .await
     }
 
     /// The topic `name`, created with the store's defaults if missing.

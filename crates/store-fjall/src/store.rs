@@ -12,8 +12,6 @@ mod subscriptions;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use tokio::sync::oneshot;
-
 pub use log::MAX_APPEND_BATCH;
 
 use super::command::Command;
@@ -123,9 +121,7 @@ impl FjallStore {
     /// Makes everything written so far durable, whatever the fsync policy.
     pub async fn sync(&self) -> Result<()> {
         self.shared.check_writable()?;
-        let (reply, answer) = oneshot::channel();
-        self.shared.send(Command::Sync { reply }).await?;
-        answer.await.map_err(|_| Error::Closed)?
+        self.shared.ask(|reply| Command::Sync { reply }).await
     }
 
     /// Runs one retention and disk-check pass now (normally periodic).

@@ -2,10 +2,8 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
 use super::FjallStore;
-use crate::command::Command;
+use crate::command::{Command, Reply};
 use crate::error::{Error, FjallResult, Result};
 use crate::subscription_state::SubscriptionState;
 use crate::support::read;
@@ -86,37 +84,38 @@ impl FjallStore {
     /// Re-enqueues a subscriber's dead letters for immediate redelivery to
     /// that subscriber only, with fresh attempt counts. Returns how many.
     pub async fn replay_dead_letters(&self, subscriber: &str, topic: Option<&str>) -> Result<u64> {
-        let mut total = 0;
-        for sub in self.subscriptions_of(subscriber, topic)? {
-            loop {
-                let (reply, answer) = oneshot::channel();
-                let command = Command::ReplayDead {
-                    sub: Arc::clone(&sub),
-                    reply,
-                };
-                self.shared.send(command).await?;
-                let count = answer.await.map_err(|_| Error::Closed)??;
-                total += count;
-                if count < writer::MAX_DEAD_PER_COMMAND as u64 {
-                    break;
-                }
-            }
-        }
-        Ok(total)
+        self.for_dead_letters(subscriber, topic, |sub, reply| Command::ReplayDead {
+            sub,
+            reply,
+        })
+        .await
     }
 
     /// Deletes a subscriber's dead letters. Returns how many.
     pub async fn purge_dead_letters(&self, subscriber: &str, topic: Option<&str>) -> Result<u64> {
+        self.for_dead_letters(subscriber, topic, |sub, reply| Command::PurgeDead {
+            sub,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends `command` for each of the subscriber's subscriptions until the
+    /// writer handled fewer than a command's bound of dead letters; answers
+    /// how many it handled in all.
+    async fn for_dead_letters(
+        &self,
+        subscriber: &str,
+        topic: Option<&str>,
+        command: impl Fn(Arc<SubscriptionState>, Reply<u64>) -> Command,
+    ) -> Result<u64> {
         let mut total = 0;
         for sub in self.subscriptions_of(subscriber, topic)? {
             loop {
-                let (reply, answer) = oneshot::channel();
-                let command = Command::PurgeDead {
-                    sub: Arc::clone(&sub),
-                    reply,
-                };
-                self.shared.send(command).await?;
-                let count = answer.await.map_err(|_| Error::Closed)??;
+                let count = self
+                    .shared
+                    .ask(|reply| command(Arc::clone(&sub), reply))
+                    .await?;
                 total += count;
                 if count < writer::MAX_DEAD_PER_COMMAND as u64 {
                     break;

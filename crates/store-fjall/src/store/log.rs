@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
 use super::FjallStore;
 use crate::codec;
 use crate::command::Command;
@@ -61,16 +59,14 @@ impl FjallStore {
             codec::write_message(message, &mut encoded)?;
             records.push((partition, start..encoded.len()));
         }
-        let (reply, answer) = oneshot::channel();
         self.shared
-            .send(Command::Append {
+            .ask(|reply| Command::Append {
                 topic,
                 encoded,
                 records,
                 reply,
             })
-            .await?;
-        answer.await.map_err(|_| Error::Closed)?
+            .await
     }
 
     /// Reads up to `max` durable messages of a partition from `from`

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
 use super::FjallStore;
 use crate::command::Command;
 use crate::error::{Error, Result};
@@ -26,15 +24,15 @@ impl FjallStore {
         settings.validate()?;
         self.shared.check_writable()?;
         let topic = self.topic_or_create(topic).await?;
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Subscribe {
-            subscriber: subscriber.to_owned(),
-            topic,
-            settings,
-            reply,
-        };
-        self.shared.send(command).await?;
-        let inner = answer.await.map_err(|_| Error::Closed)??;
+        let inner = self
+            .shared
+            .ask(|reply| Command::Subscribe {
+                subscriber: subscriber.to_owned(),
+                topic,
+                settings,
+                reply,
+            })
+            .await?;
         Ok(self.handle(inner))
     }
 
@@ -68,11 +66,9 @@ impl FjallStore {
     /// The subscriber's state namespace is kept.
     pub async fn unsubscribe(&self, subscriber: &str, topic: &str) -> Result<()> {
         let sub = self.find_subscription(subscriber, topic)?;
-        let (reply, answer) = oneshot::channel();
         self.shared
-            .send(Command::Unsubscribe { sub, reply })
-            .await?;
-        answer.await.map_err(|_| Error::Closed)?
+            .ask(|reply| Command::Unsubscribe { sub, reply })
+            .await
     }
 
     /// Moves a subscription's cursors. Scheduled retries are forgotten,
@@ -83,14 +79,13 @@ impl FjallStore {
         let targets = tokio::task::spawn_blocking(move || seek_targets(&reader.topic, target))
             .await
             .map_err(|_| Error::Closed)??;
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Seek {
-            sub,
-            targets,
-            reply,
-        };
-        self.shared.send(command).await?;
-        answer.await.map_err(|_| Error::Closed)?
+        self.shared
+            .ask(|reply| Command::Seek {
+                sub,
+                targets,
+                reply,
+            })
+            .await
     }
 }
 
