@@ -6,6 +6,8 @@
 //! or as the real `courier` binary ([`CourierProcess`], killed when
 //! dropped), and requests go over HTTP.
 
+pub mod nats;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +17,17 @@ use std::time::{Duration, Instant};
 use courier_engine::RunningEngine;
 use courier_engine::config::Config;
 use serde_json::Value;
+
+/// Logs to the test's output if `RUST_LOG` asks for it (e.g.
+/// `RUST_LOG=courier_store_jetstream=debug`), once per process.
+pub fn log_if_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

@@ -44,6 +44,11 @@ pub enum Durability {
     FsyncedWithin { interval_ms: u64 },
     /// Handed to the operating system; fsynced when it likes.
     Written,
+    /// Stored on a quorum of `replicas` servers before the answer (fsynced
+    /// there if the servers fsync every write, as NATS does with
+    /// `sync_interval: always`; in their memory otherwise): the loss of a
+    /// minority of the servers loses nothing.
+    Replicated { replicas: usize },
 }
 
 /// How a settle's effects (outbox publishes, state writes) become visible

@@ -23,6 +23,16 @@
 //! background_threads = 1        # fjall flush/compaction threads; 0 = fjall's default
 //! state_checkpoint_bytes = 16777216  # state held only in memory before a checkpoint
 //!
+//! backend = "fjall"            # or "jetstream": a cluster, see [jetstream]
+//!
+//! [jetstream]                   # only with backend = "jetstream"
+//! servers = ["nats://127.0.0.1:4222"]
+//! token = ""                    # if the servers require one
+//! replicas = 3                  # of every stream
+//! cluster = "courier"           # engines with the same name share the work
+//! engine = ""                   # this engine's name; "" = host name and PID
+//! failover = "5s"               # a dead engine's partitions move after this
+//!
 //! [plugins]
 //! dir = "plugins"
 //! threads = 2                   # plugin executions at once; 0 = one per core
@@ -39,6 +49,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use courier_store_fjall::{self as storage, FsyncPolicy, Retention, StoreConfig, TopicSettings};
+use courier_store_jetstream::JetStreamConfig;
 
 /// Courier at info; fjall's routine flush and compaction lines only when
 /// they matter.
@@ -65,6 +76,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_batch_messages: usize,
     pub store: StoreConfig,
+    /// The cluster backend's settings, if `[storage] backend = "jetstream"`
+    /// (the fjall store's `dir` still holds the plugin cache).
+    pub jetstream: Option<JetStreamConfig>,
     pub plugins_dir: PathBuf,
     /// Compiled plugin artifacts (defaults to `<data_dir>/plugin-cache`).
     pub plugin_cache_dir: PathBuf,
@@ -121,9 +135,22 @@ struct FileConfig {
     #[serde(default)]
     storage: StorageSection,
     #[serde(default)]
+    jetstream: Option<JetStreamSection>,
+    #[serde(default)]
     plugins: PluginsSection,
     #[serde(default)]
     log: LogSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JetStreamSection {
+    servers: Option<Vec<String>>,
+    token: Option<String>,
+    replicas: Option<usize>,
+    cluster: Option<String>,
+    engine: Option<String>,
+    failover: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +167,7 @@ struct ServerSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StorageSection {
+    backend: Option<String>,
     data_dir: Option<PathBuf>,
     fsync: Option<String>,
     max_message_bytes: Option<usize>,
@@ -224,6 +252,7 @@ impl Config {
             max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
             plugin_cache_dir: data_dir.join("plugin-cache"),
             store: StoreConfig::new(data_dir),
+            jetstream: None,
             plugins_dir: PathBuf::from("plugins"),
             plugin_threads: 0,
             log_format: LogFormat::Text,
@@ -252,6 +281,7 @@ impl Config {
         let FileConfig {
             server,
             storage,
+            jetstream,
             plugins,
             log,
         } = file;
@@ -272,7 +302,9 @@ impl Config {
             let count = positive("server.max_batch_messages", count)?;
             self.max_batch_messages = count.min(storage::MAX_APPEND_BATCH);
         }
+        let backend = storage.backend.clone();
         self.apply_storage(storage)?;
+        self.apply_backend(backend.as_deref(), jetstream)?;
         if let Some(dir) = plugins.dir {
             self.plugins_dir = dir;
         }
@@ -349,6 +381,61 @@ impl Config {
         Ok(())
     }
 
+    fn apply_backend(
+        &mut self,
+        backend: Option<&str>,
+        section: Option<JetStreamSection>,
+    ) -> Result<(), ConfigError> {
+        match backend.unwrap_or("fjall") {
+            "fjall" => {
+                if section.is_some() {
+                    return Err(invalid(
+                        "jetstream",
+                        "a [jetstream] section needs [storage] backend = \"jetstream\"",
+                    ));
+                }
+                self.jetstream = None;
+                Ok(())
+            }
+            "jetstream" => {
+                let section = section.ok_or_else(|| {
+                    invalid(
+                        "storage.backend",
+                        "\"jetstream\" needs a [jetstream] section with servers",
+                    )
+                })?;
+                let servers = section.servers.unwrap_or_default();
+                let mut config = JetStreamConfig::new(servers);
+                config.token = section.token.filter(|token| !token.is_empty());
+                if let Some(replicas) = section.replicas {
+                    config.replicas = replicas;
+                }
+                if let Some(cluster) = section.cluster {
+                    config.cluster = cluster;
+                }
+                config.engine = match section.engine.filter(|name| !name.is_empty()) {
+                    Some(name) => name,
+                    None => default_engine_name(),
+                };
+                if let Some(failover) = section.failover {
+                    config.failover = humantime::parse_duration(&failover).map_err(|error| {
+                        invalid("jetstream.failover", format!("{failover:?}: {error}"))
+                    })?;
+                }
+                config.default_topic = self.store.default_topic;
+                config
+                    .validate()
+                    .map_err(|error| invalid("jetstream", error.to_string()))?;
+                self.jetstream = Some(config);
+                Ok(())
+            }
+            other => Err(invalid(
+                "storage.backend",
+                format!("{other:?}: expected \"fjall\" or \"jetstream\""),
+            )),
+        }
+    }
+
     fn apply_overrides(&mut self, overrides: &Overrides) -> Result<(), ConfigError> {
         if let Some(listen) = &overrides.listen {
             self.listen = parse_listen("--listen", listen)?;
@@ -388,6 +475,16 @@ impl Config {
         }
         std::thread::available_parallelism().map_or(2, |n| n.get())
     }
+}
+
+/// `<host>-<pid>`: unique among the engines of one machine and readable.
+fn default_engine_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "engine".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

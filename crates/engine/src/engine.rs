@@ -22,6 +22,7 @@ use courier_dispatch::{DispatchContext, Dispatcher, StorageState};
 use courier_metrics::Metrics;
 use courier_plugin_host::{self as plugin, PluginRuntime, Registry, RuntimeConfig};
 use courier_store_fjall::{self as storage, FjallStore};
+use courier_store_jetstream::JetStreamStore;
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub enum StartError {
     },
     #[error("cannot open storage: {0}")]
     Storage(#[from] storage::Error),
+    #[error("cannot open the jetstream backend: {0}")]
+    Cluster(courier_core::Error),
     #[error("cannot start the plugin runtime: {0}")]
     Plugins(#[from] plugin::Error),
     #[error("cannot start the dispatch threads: {0}")]
@@ -83,11 +86,20 @@ pub async fn start(config: Config) -> Result<RunningEngine, StartError> {
             source,
         })?;
     }
-    let store_config = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || FjallStore::open(store_config))
-        .await
-        .map_err(|_| storage::Error::Closed)??;
-    let store: Arc<dyn Storage> = Arc::new(store);
+    let store: Arc<dyn Storage> = match &config.jetstream {
+        Some(cluster) => Arc::new(
+            JetStreamStore::open(cluster.clone())
+                .await
+                .map_err(StartError::Cluster)?,
+        ),
+        None => {
+            let store_config = config.store.clone();
+            let store = tokio::task::spawn_blocking(move || FjallStore::open(store_config))
+                .await
+                .map_err(|_| storage::Error::Closed)??;
+            Arc::new(store)
+        }
+    };
     let metrics = Metrics::new(Arc::clone(&store));
     let runtime = PluginRuntime::new(RuntimeConfig {
         cache_dir: Some(config.plugin_cache_dir.clone()),
@@ -138,7 +150,15 @@ pub async fn start(config: Config) -> Result<RunningEngine, StartError> {
             tracing::error!(%error, "HTTP server failed");
         }
     });
-    tracing::info!(%addr, data_dir = %config.store.dir.display(), plugins_dir = %config.plugins_dir.display(), "courier is running");
+    let backend = match &config.jetstream {
+        Some(cluster) => format!(
+            "jetstream ({}, engine {})",
+            cluster.servers.join(", "),
+            cluster.engine
+        ),
+        None => "fjall".to_owned(),
+    };
+    tracing::info!(%addr, backend, data_dir = %config.store.dir.display(), plugins_dir = %config.plugins_dir.display(), "courier is running");
     Ok(RunningEngine {
         addr,
         store,

@@ -6,7 +6,7 @@
 //! `target/tools/`), or `COURIER_NATS_SERVER`.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ pub fn nats_server_binary() -> PathBuf {
     if let Ok(path) = std::env::var("COURIER_NATS_SERVER") {
         return PathBuf::from(path);
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let repo = crate::repo_root();
     let binary = repo.join(format!("target/tools/nats-{NATS_VERSION}/bin/nats-server"));
     assert!(
         binary.is_file(),
@@ -70,7 +70,7 @@ impl NatsCluster {
             let store = dir.path().join(format!("n{index}"));
             let config = dir.path().join(format!("n{index}.conf"));
             let text = format!(
-                "server_name: n{index}\nlisten: 127.0.0.1:{client_port}\n\
+                "server_name: n{index}\nlisten: 127.0.0.1:{client_port}\nmax_payload: 8MB\n\
                  jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n\
                  cluster {{\n  name: courier-test\n  listen: 127.0.0.1:{cluster_port}\n  routes: [{}]\n}}\n",
                 store.display(),

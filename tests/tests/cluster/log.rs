@@ -1,15 +1,13 @@
-//! The JetStream log against a real 3-node cluster of `nats-server`
+//! The cluster backend's log against a real 3-node cluster of `nats-server`
 //! processes on loopback: appends confirmed by a quorum, read back in
 //! order, through the loss of a server, from a second connection.
-
-mod cluster;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cluster::NatsCluster;
 use courier_core::{Error, NewMessage, Position, TopicSettings};
 use courier_store_jetstream::{JetStreamConfig, JetStreamLog};
+use courier_tests::nats::NatsCluster;
 
 fn order(user: u32, seq: u32) -> NewMessage {
     NewMessage {

@@ -1,0 +1,81 @@
+//! The order fan-out on three engines sharing one cluster: every order
+//! reaches every plugin exactly once in effect, whichever engine ran it,
+//! and the work is spread over the engines.
+
+use std::time::Duration;
+
+use courier_engine::config::Config;
+use courier_store_jetstream::JetStreamConfig;
+use courier_tests::TestEngine;
+use courier_tests::nats::NatsCluster;
+
+use crate::common::{self, ORDER_PLUGINS, OrderGen};
+
+const ORDERS: usize = 1500;
+
+/// An engine of the cluster at `servers`, named `engine-<index>`, with a
+/// short failover so the tests do not wait long.
+pub fn join(config: &mut Config, servers: &[String], index: usize) {
+    let mut cluster = JetStreamConfig::new(servers.to_vec());
+    cluster.engine = format!("engine-{index}");
+    cluster.failover = Duration::from_secs(2);
+    cluster.default_topic = config.store.default_topic;
+    config.jetstream = Some(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_engines_share_the_order_fanout_and_apply_every_effect_once() {
+    courier_tests::log_if_asked();
+    let nats = NatsCluster::start(3).await;
+    let servers = nats.urls();
+    let mut engines = Vec::new();
+    for index in 0..3 {
+        let servers = servers.clone();
+        engines.push(
+            TestEngine::start(move |dir, config| {
+                common::install_order_plugins(dir);
+                join(config, &servers, index);
+            })
+            .await,
+        );
+    }
+    // Every engine sees the others before the orders come, so partitions
+    // are spread from the start (a later join would move them).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let orders = OrderGen::new(11).orders(ORDERS);
+    for (index, chunk) in orders.chunks(ORDERS / 3).enumerate() {
+        common::publish_orders(&engines[index % 3].client, chunk, 100).await;
+    }
+    common::wait_orders_drained(&engines[0].client, &ORDER_PLUGINS, Duration::from_secs(120)).await;
+
+    // State and topics read through another engine than the one that ran
+    // most of the work: every figure exact.
+    let expected = common::expected(&orders);
+    common::check_order_plugins(&engines[1].client, &expected).await;
+
+    // Each engine acknowledged a share of every plugin's orders.
+    let mut total = [0.0; 3];
+    for (index, engine) in engines.iter().enumerate() {
+        let metrics = common::metrics(&engine.client).await;
+        for plugin in ORDER_PLUGINS {
+            let acked = common::metric(
+                &metrics,
+                "courier_plugin_acked_total",
+                &[("plugin", plugin), ("topic", "orders")],
+            )
+            .unwrap_or(0.0);
+            assert!(acked > 0.0, "engine-{index} ran no {plugin} batch");
+            total[ORDER_PLUGINS.iter().position(|p| *p == plugin).unwrap_or(0)] += acked;
+        }
+    }
+    for (plugin, acked) in ORDER_PLUGINS.iter().zip(total) {
+        assert!(
+            acked >= ORDERS as f64,
+            "{plugin}: the engines acknowledged {acked} of {ORDERS} orders"
+        );
+    }
+    for engine in engines {
+        engine.shutdown().await;
+    }
+}
