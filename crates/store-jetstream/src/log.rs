@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use courier_core::{
@@ -20,6 +21,8 @@ use crate::config::JetStreamConfig;
 /// How long connecting to the servers may take before `connect` fails:
 /// an unreachable cluster is an error at start, never a hang.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a publish waits for a stream created elsewhere a moment ago.
+const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most messages one `read` returns.
 pub const MAX_READ: usize = 1000;
 /// How long the streams remember a `Nats-Msg-Id` to drop a second copy:
@@ -337,22 +340,56 @@ impl JetStreamLog {
             let subject = topic.subjects[partition as usize].clone();
             let ack = self
                 .context
-                .publish_with_headers(subject, headers, payload)
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
                 .await
                 .map_err(|error| backend("publishing", error))?;
-            pending.push((partition, ack));
+            pending.push((partition, ack, subject, headers, payload));
         }
         let mut positions = Vec::with_capacity(pending.len());
-        for (partition, ack) in pending {
-            let ack = ack
-                .await
-                .map_err(|error| backend("awaiting a publish acknowledgement", error))?;
+        for (partition, ack, subject, headers, payload) in pending {
+            let ack = match ack.await {
+                Ok(ack) => ack,
+                // A stream created a moment ago may not be known yet to
+                // the server this connection talks to: nothing was stored.
+                Err(error) if error.kind() == PublishErrorKind::StreamNotFound => {
+                    self.publish_when_ready(subject, headers, payload).await?
+                }
+                Err(error) => return Err(backend("awaiting a publish acknowledgement", error)),
+            };
             positions.push(Position {
                 partition,
                 offset: ack.sequence.saturating_sub(1),
             });
         }
         Ok(positions)
+    }
+
+    /// Publishes one message, retrying for a while if its stream is not
+    /// known yet (just created elsewhere).
+    pub(crate) async fn publish_when_ready(
+        &self,
+        subject: String,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
+    ) -> Result<jetstream::publish::PublishAck> {
+        let started = std::time::Instant::now();
+        loop {
+            let ack = self
+                .context
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await
+                .map_err(|error| backend("publishing", error))?;
+            match ack.await {
+                Ok(ack) => return Ok(ack),
+                Err(error)
+                    if error.kind() == PublishErrorKind::StreamNotFound
+                        && started.elapsed() < STREAM_READY_TIMEOUT =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => return Err(backend("awaiting a publish acknowledgement", error)),
+            }
+        }
     }
 
     /// Up to `max` (at most [`MAX_READ`]) messages of a partition from

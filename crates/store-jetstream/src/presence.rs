@@ -35,21 +35,30 @@ impl Presence {
         let me = config.engine.clone();
         let cluster = config.cluster.clone();
         let failover = config.failover;
-        let stream = log
-            .context()
-            .get_or_create_stream(stream::Config {
-                name: format!("courier-engines-{cluster}"),
-                subjects: vec![format!("courier.engines.{cluster}.*")],
-                description: Some(format!("live engines of cluster {cluster}")),
-                storage: stream::StorageType::File,
-                num_replicas: config.replicas,
-                max_messages_per_subject: 1,
-                max_age: failover,
-                allow_direct: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| backend("creating the presence stream", error))?;
+        let config = stream::Config {
+            name: format!("courier-engines-{cluster}"),
+            subjects: vec![format!("courier.engines.{cluster}.*")],
+            description: Some(format!("live engines of cluster {cluster}")),
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            max_messages_per_subject: 1,
+            max_age: failover,
+            allow_direct: true,
+            ..Default::default()
+        };
+        // Engines starting together race to create the stream; a request
+        // that timed out meanwhile is asked again.
+        let mut attempts = 0;
+        let stream = loop {
+            attempts += 1;
+            match log.context().get_or_create_stream(config.clone()).await {
+                Ok(stream) => break stream,
+                Err(error) if attempts < 4 => {
+                    tracing::info!(%error, "creating the presence stream: trying again");
+                }
+                Err(error) => return Err(backend("creating the presence stream", error)),
+            }
+        };
         let subject = format!("courier.engines.{cluster}.{}", token(&me));
         let (sender, live) =
             watch::channel(with_me(beat(log, &subject, &stream, &cluster).await?, &me));
@@ -115,13 +124,8 @@ async fn beat(
     cluster: &str,
 ) -> Result<Vec<String>> {
     let me = log.config().engine.clone();
-    let ack = log
-        .context()
-        .publish(subject.to_owned(), me.into())
-        .await
-        .map_err(|error| backend("publishing a heartbeat", error))?;
-    ack.await
-        .map_err(|error| backend("publishing a heartbeat", error))?;
+    log.publish_when_ready(subject.to_owned(), async_nats::HeaderMap::new(), me.into())
+        .await?;
     read_live(stream, cluster).await
 }
 

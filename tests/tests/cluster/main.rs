@@ -6,5 +6,6 @@
 #[allow(dead_code)]
 #[path = "../engine/common.rs"]
 mod common;
+mod failover;
 mod fanout;
 mod log;
