@@ -559,6 +559,9 @@ impl Feed {
                 return Err(error);
             }
         }
+        if record.has_effects() {
+            fault_point_after_effects();
+        }
         for reply in decided {
             self.reply(reply, "+ACK").await;
         }
@@ -635,6 +638,26 @@ impl Feed {
             }
             Err(error) => Err(backend("writing an effects record", error)),
         }
+    }
+}
+
+/// The test hook for "died between a batch's effects and its acks":
+/// with `COURIER_FAULT_EXIT_AFTER_EFFECTS=<n>` in its environment, the
+/// process aborts right after applying its `n`th effects record, before
+/// acknowledging that batch's messages.
+fn fault_point_after_effects() {
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static APPLIED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let limit = LIMIT.get_or_init(|| {
+        std::env::var("COURIER_FAULT_EXIT_AFTER_EFFECTS")
+            .ok()
+            .and_then(|count| count.parse().ok())
+    });
+    if let Some(limit) = limit
+        && APPLIED.fetch_add(1, Ordering::Relaxed) + 1 >= *limit
+    {
+        eprintln!("fault point: aborting after applying effects, before acknowledging them");
+        std::process::abort();
     }
 }
 

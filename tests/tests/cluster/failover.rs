@@ -15,6 +15,15 @@ const KILLS: usize = 3;
 
 /// A `courier serve` of the cluster at `servers`, named `engine-<index>`.
 fn engine(dir: &Path, servers: &[String], index: usize) -> CourierProcess {
+    engine_with_env(dir, servers, index, &[])
+}
+
+fn engine_with_env(
+    dir: &Path,
+    servers: &[String],
+    index: usize,
+    envs: &[(&str, &str)],
+) -> CourierProcess {
     let home = dir.join(format!("engine-{index}"));
     let plugins = home.join("plugins");
     std::fs::create_dir_all(&plugins).expect("plugins dir");
@@ -30,10 +39,11 @@ fn engine(dir: &Path, servers: &[String], index: usize) -> CourierProcess {
     )
     .expect("writing a config");
     let config = config.to_string_lossy().into_owned();
-    CourierProcess::spawn(
+    CourierProcess::spawn_with_env(
         &home.join("data"),
         &plugins,
         &["--config", &config],
+        envs,
         &home.join("courier.log"),
     )
 }
@@ -99,6 +109,94 @@ async fn killed_engines_lose_nothing_and_double_nothing() {
             "{plugin} dead-lettered a valid order"
         );
     }
+    for engine in &mut engines {
+        assert!(engine.is_running(), "an engine died:\n{}", engine.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_dead_between_effects_and_acks_has_them_applied_once() {
+    let nats = NatsCluster::start(3).await;
+    let servers = nats.urls();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engines = Vec::new();
+    for index in 0..3 {
+        // engine-2 aborts right after applying its 5th effects record.
+        let envs: &[(&str, &str)] = if index == 2 {
+            &[("COURIER_FAULT_EXIT_AFTER_EFFECTS", "5")]
+        } else {
+            &[]
+        };
+        let mut started = engine_with_env(dir.path(), &servers, index, envs);
+        started.wait_ready(Duration::from_secs(60)).await;
+        engines.push(started);
+    }
+    let producer = Producer::spawn(engines[0].client.clone(), OrderGen::new(5), 20);
+    let died = courier_tests::wait_until(Duration::from_secs(60), || {
+        let running = engines[2].is_running();
+        async move { !running }
+    })
+    .await;
+    assert!(died, "engine-2 never reached its fault point");
+    assert!(
+        engines[2].log().contains("fault point"),
+        "engine-2 died elsewhere:\n{}",
+        engines[2].log()
+    );
+    producer
+        .wait_for(producer.acknowledged(), 300, Duration::from_secs(60))
+        .await;
+    let log = producer.stop().await;
+    let client = &engines[1].client;
+    common::wait_orders_drained(client, &ORDER_PLUGINS, Duration::from_secs(120)).await;
+    let stored = common::stored_orders(client).await;
+    common::assert_acknowledged_stored(&log.acknowledged, &stored);
+    common::check_order_plugins(client, &common::expected(&stored)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nats_server_stops_nothing_and_loses_nothing() {
+    let mut nats = NatsCluster::start(3).await;
+    let servers = nats.urls();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engines = Vec::new();
+    for index in 0..3 {
+        let mut started = engine(dir.path(), &servers, index);
+        started.wait_ready(Duration::from_secs(60)).await;
+        engines.push(started);
+    }
+    let producer = Producer::spawn(engines[0].client.clone(), OrderGen::new(9), 20);
+    producer
+        .wait_for(producer.acknowledged(), 300, Duration::from_secs(60))
+        .await;
+    for victim in [1, 0] {
+        nats.kill(victim);
+        let killed = Instant::now();
+        // A quorum of two keeps confirming publishes.
+        producer
+            .wait_for(producer.acknowledged(), 300, Duration::from_secs(60))
+            .await;
+        eprintln!(
+            "NATS server n{victim} down: 300 more publishes confirmed within {:?}",
+            killed.elapsed()
+        );
+        nats.restart(victim).await;
+        producer
+            .wait_for(producer.acknowledged(), 100, Duration::from_secs(60))
+            .await;
+    }
+    let log = producer.stop().await;
+    let client = &engines[2].client;
+    common::wait_orders_drained(client, &ORDER_PLUGINS, Duration::from_secs(120)).await;
+    let stored = common::stored_orders(client).await;
+    common::assert_acknowledged_stored(&log.acknowledged, &stored);
+    eprintln!(
+        "NATS server kills: {} acknowledged, {} unacknowledged, {} stored",
+        log.acknowledged.len(),
+        log.unacknowledged.len(),
+        stored.len()
+    );
+    common::check_order_plugins(client, &common::expected(&stored)).await;
     for engine in &mut engines {
         assert!(engine.is_running(), "an engine died:\n{}", engine.log());
     }
