@@ -167,6 +167,9 @@ pub struct SubscriptionJson {
 #[derive(Serialize)]
 struct PartitionJson {
     partition: u32,
+    /// The engine delivering it, on a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     committed: u64,
     end: u64,
     lag: u64,
@@ -193,6 +196,7 @@ impl From<SubscriptionInfo> for SubscriptionJson {
                 .iter()
                 .map(|p| PartitionJson {
                     partition: p.partition,
+                    owner: p.owner.clone(),
                     committed: p.committed,
                     end: p.end,
                     lag: p.lag,

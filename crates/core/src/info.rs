@@ -60,9 +60,12 @@ pub struct TopicInfo {
 }
 
 /// Introspection of one partition of a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionPartitionInfo {
     pub partition: u32,
+    /// The engine that delivers this partition, on backends where several
+    /// engines share the work (`None` on one machine).
+    pub owner: Option<String>,
     pub committed: u64,
     pub end: u64,
     pub lag: u64,

@@ -107,7 +107,7 @@ impl Feed {
     }
 
     /// `owner/<partition>` key of this partition for the presence ranking.
-    fn ownership_key(&self) -> String {
+    pub fn ownership_key(&self) -> String {
         format!(
             "{}/{}/{}",
             self.sub.names.consumer(&self.sub.log.config().cluster),

@@ -508,6 +508,7 @@ impl JetStreamStore {
         let shared = &sub.shared;
         let topic_info = topics.iter().find(|info| *info.name == *shared.topic.name);
         let mut partitions = Vec::new();
+        let live = self.inner.presence.live();
         for partition in 0..shared.topic.settings.partitions {
             let stream = shared.topic.stream(partition)?;
             let info = stream
@@ -518,8 +519,10 @@ impl JetStreamStore {
                 .and_then(|topic| topic.partitions.get(partition as usize))
                 .map_or(info.delivered.stream_sequence, |p| p.end);
             let committed = info.ack_floor.stream_sequence.min(end);
+            let owner = Presence::owner(&live, &sub.feeds[partition as usize].ownership_key());
             partitions.push(SubscriptionPartitionInfo {
                 partition,
+                owner: owner.map(str::to_owned),
                 committed,
                 end,
                 lag: end - committed,

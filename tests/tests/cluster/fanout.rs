@@ -54,6 +54,43 @@ async fn three_engines_share_the_order_fanout_and_apply_every_effect_once() {
     let expected = common::expected(&orders);
     common::check_order_plugins(&engines[1].client, &expected).await;
 
+    // Every engine names the same owner for every partition, and the
+    // partitions spread over all three.
+    let mut owners = std::collections::BTreeSet::new();
+    for plugin in ORDER_PLUGINS {
+        let views: Vec<Vec<String>> =
+            futures_util::future::join_all(engines.iter().map(|engine| async {
+                let sub = engine
+                    .client
+                    .subscription(plugin, "orders")
+                    .await
+                    .expect("subscribed");
+                sub["partitions"]
+                    .as_array()
+                    .expect("partitions")
+                    .iter()
+                    .map(|p| p["owner"].as_str().expect("an owner").to_owned())
+                    .collect()
+            }))
+            .await;
+        assert!(
+            views.windows(2).all(|pair| pair[0] == pair[1]),
+            "{plugin}: {views:?}"
+        );
+        owners.extend(views[0].iter().cloned());
+    }
+    assert_eq!(owners.len(), 3, "partitions owned by {owners:?}");
+    let status = courier_tests::run_cli(&[
+        "status",
+        "--server",
+        &format!(
+            "http://{}",
+            engines[2].engine.as_ref().expect("running").addr()
+        ),
+    ])
+    .await;
+    assert!(status.contains("Partitions by engine"), "{status}");
+
     // Each engine acknowledged a share of every plugin's orders.
     let mut total = [0.0; 3];
     for (index, engine) in engines.iter().enumerate() {

@@ -190,4 +190,35 @@ fn print_tables(status: &Value, rates: &HashMap<String, f64>) {
         ]);
     }
     println!("Subscriptions\n{subs}");
+    print_owners(status);
+}
+
+/// On a cluster: which engine delivers which partitions of each
+/// subscription.
+fn print_owners(status: &Value) {
+    let mut owners = table(&["plugin", "topic", "engine", "partitions"]);
+    let mut any = false;
+    for sub in list(status, "subscriptions") {
+        let mut by_engine: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for partition in list(sub, "partitions") {
+            if let Some(owner) = partition["owner"].as_str() {
+                by_engine
+                    .entry(owner.to_owned())
+                    .or_default()
+                    .push(partition["partition"].to_string());
+            }
+        }
+        for (engine, partitions) in by_engine {
+            any = true;
+            owners.add_row(vec![
+                str_of(sub, "plugin"),
+                str_of(sub, "topic"),
+                engine,
+                partitions.join(","),
+            ]);
+        }
+    }
+    if any {
+        println!("\nPartitions by engine\n{owners}");
+    }
 }

@@ -110,6 +110,7 @@ fn describe_subscription(sub: &SubscriptionState) -> SubscriptionInfo {
             let end = log.durable_end();
             SubscriptionPartitionInfo {
                 partition: index as u32,
+                owner: None,
                 committed: state.committed(),
                 end,
                 lag: end.saturating_sub(state.committed()),
