@@ -5,7 +5,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 PLUGINS_MANIFEST := plugins/Cargo.toml
 
-.PHONY: test demo wasm-target plugins engine fmt-check clippy bench nats-server
+.PHONY: test demo demo-cluster wasm-target plugins engine fmt-check clippy bench nats-server
 
 # Installs the Wasm target if it is missing (rustup is part of the toolchain).
 wasm-target:
@@ -37,6 +37,12 @@ nats-server:
 # plugins (one hot-added), 15,000 orders, every figure checked.
 demo: plugins engine
 	$(CARGO) run --release -p order-fanout --bin demo
+
+# The order fan-out on a cluster (examples/order-fanout/src/cluster.rs):
+# three NATS servers and three engines on loopback, an engine and a server
+# killed mid-run, every figure checked; everything stopped at the end.
+demo-cluster: plugins engine nats-server
+	$(CARGO) run --release -p order-fanout --bin demo-cluster
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
