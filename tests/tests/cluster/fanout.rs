@@ -112,6 +112,36 @@ async fn three_engines_share_the_order_fanout_and_apply_every_effect_once() {
             "{plugin}: the engines acknowledged {acked} of {ORDERS} orders"
         );
     }
+    // A seek to the earliest order replays the topic for one plugin on
+    // every engine: its effects apply again (a new epoch), exactly once
+    // more.
+    let (status, answer) = engines[2]
+        .client
+        .post(
+            "/v1/subscriptions/recommendation/orders/seek",
+            &serde_json::json!({"position": "earliest"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    engines[0]
+        .client
+        .wait_drained("recommendation", "orders", Duration::from_secs(120))
+        .await;
+    let profiles = engines[0]
+        .client
+        .state_entries("recommendation", "profile/")
+        .await;
+    for (key, profile) in &profiles {
+        let user = &key["profile/".len()..];
+        let once = expected.orders_by_user.get(user).copied().unwrap_or(0);
+        assert_eq!(
+            profile["orders"].as_u64(),
+            Some(2 * once),
+            "{key} after replaying every order once more"
+        );
+    }
+    assert_eq!(profiles.len(), expected.orders_by_user.len());
     for engine in engines {
         engine.shutdown().await;
     }
