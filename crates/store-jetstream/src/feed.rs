@@ -106,13 +106,12 @@ impl Feed {
         self.signal.send_modify(|version| *version += 1);
     }
 
-    /// `owner/<partition>` key of this partition for the presence ranking.
-    pub fn ownership_key(&self) -> String {
+    /// The subscription's name in the cluster, for the ownership ranking.
+    pub fn subscription_key(&self) -> String {
         format!(
-            "{}/{}/{}",
+            "{}/{}",
             self.sub.names.consumer(&self.sub.log.config().cluster),
-            self.sub.topic.name,
-            self.partition
+            self.sub.topic.name
         )
     }
 
@@ -134,9 +133,12 @@ impl Feed {
     async fn run(self: Arc<Self>) {
         let stop = self.sub.stop.clone();
         let mut live = self.sub.presence.watch();
-        let key = self.ownership_key();
+        let key = self.subscription_key();
+        let (partitions, partition) = (self.sub.topic.settings.partitions, self.partition);
         let me = self.sub.presence.me().to_owned();
-        let mine = |engines: &[String]| Presence::owner(engines, &key) == Some(me.as_str());
+        let mine = |engines: &[String]| {
+            Presence::owner(engines, &key, partitions, partition) == Some(me.as_str())
+        };
         'owner: while !stop.is_cancelled() {
             if !mine(&live.borrow_and_update()) {
                 self.give_up().await;

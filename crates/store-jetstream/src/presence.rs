@@ -4,9 +4,10 @@
 //! presence stream (one message per subject, expiring after the failover
 //! time), and reads the subjects back: the live engines. A partition of a
 //! subscription belongs to the live engine that ranks highest for it by
-//! rendezvous hashing, so every engine computes the same owners without
-//! talking to the others, a join or a death moves only the partitions it
-//! must, and the spread is even. Ownership only decides who *pulls*: the
+//! rendezvous hashing among those not yet holding their share, so every
+//! engine computes the same owners without talking to the others, each
+//! subscription is split evenly, and a join or a death moves few
+//! partitions besides the ones it must. Ownership only decides who *pulls*: the
 //! consumer's pinned-client priority group still lets a single puller at a
 //! time receive messages, so a brief disagreement (an engine that has not
 //! yet seen another's heartbeat) costs a pause, never a double delivery.
@@ -106,13 +107,39 @@ impl Presence {
         self.live.clone()
     }
 
-    /// The engine that should own `what` among `live`.
-    pub fn owner<'a>(live: &'a [String], what: &str) -> Option<&'a str> {
-        live.iter()
-            .max_by_key(|engine| {
-                xxhash_rust::xxh3::xxh3_64(format!("{engine}\u{0}{what}").as_bytes())
-            })
-            .map(String::as_str)
+    /// The engine that should deliver `partition` of a subscription
+    /// (`subscription`: a name unique in the cluster) with `partitions`
+    /// partitions, among `live`: each partition in turn goes to the engine
+    /// that ranks highest for it by rendezvous hashing among those not yet
+    /// holding their share (`ceil(partitions / engines)`). So the split is
+    /// even, every engine computes the same one from the same live set,
+    /// and a change of the set moves few partitions.
+    pub fn owner<'a>(
+        live: &'a [String],
+        subscription: &str,
+        partitions: u32,
+        partition: u32,
+    ) -> Option<&'a str> {
+        if live.is_empty() {
+            return None;
+        }
+        let share = partitions.div_ceil(live.len() as u32);
+        let mut load = vec![0u32; live.len()];
+        for current in 0..=partition.min(partitions.saturating_sub(1)) {
+            let rank = |engine: &String| {
+                xxhash_rust::xxh3::xxh3_64(
+                    format!("{engine}\u{0}{subscription}/{current}").as_bytes(),
+                )
+            };
+            let chosen = (0..live.len())
+                .filter(|&index| load[index] < share)
+                .max_by_key(|&index| rank(&live[index]))?;
+            if current == partition {
+                return Some(live[chosen].as_str());
+            }
+            load[chosen] += 1;
+        }
+        None
     }
 }
 
@@ -168,20 +195,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn owners_spread_and_move_only_what_they_must() {
-        let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        let two: Vec<String> = ["a", "b"].map(String::from).to_vec();
-        let mut counts = std::collections::HashMap::new();
-        for partition in 0..48 {
-            let what = format!("sub/{partition}");
-            let owner = Presence::owner(&three, &what).expect("an owner");
-            *counts.entry(owner).or_insert(0) += 1;
-            let after = Presence::owner(&two, &what).expect("an owner");
-            if owner != "c" {
-                assert_eq!(owner, after, "{what} moved though its owner stayed");
+    fn owners_spread_evenly_and_agree() {
+        let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        let three = names(&["engine-0", "engine-1", "engine-2"]);
+        let two = names(&["engine-0", "engine-1"]);
+        for subscription in ["courier-a/orders", "courier-b/orders", "courier-c/payments"] {
+            let owners = |live: &[String]| -> Vec<String> {
+                (0..8)
+                    .map(|p| {
+                        Presence::owner(live, subscription, 8, p)
+                            .expect("an owner")
+                            .to_owned()
+                    })
+                    .collect()
+            };
+            let mut counts = std::collections::BTreeMap::new();
+            for owner in owners(&three) {
+                *counts.entry(owner).or_insert(0) += 1;
             }
+            let mut loads: Vec<_> = counts.values().copied().collect();
+            loads.sort();
+            assert_eq!(loads, vec![2, 3, 3], "{subscription}: {counts:?}");
+            let after = owners(&two);
+            assert_eq!(after.iter().filter(|o| *o == "engine-0").count(), 4);
+            // Engine-2's partitions moved; most of the others stayed.
+            let stayed = owners(&three)
+                .iter()
+                .zip(&after)
+                .filter(|(before, after)| before != &"engine-2" && before == after)
+                .count();
+            assert!(stayed >= 4, "{subscription}: only {stayed} stayed");
         }
-        assert_eq!(counts.len(), 3, "{counts:?}");
-        assert!(counts.values().all(|&count| count >= 8), "{counts:?}");
+        assert_eq!(Presence::owner(&[], "s", 8, 0), None);
+        assert_eq!(Presence::owner(&three[..1], "s", 8, 7), Some("engine-0"));
     }
 }

@@ -519,7 +519,12 @@ impl JetStreamStore {
                 .and_then(|topic| topic.partitions.get(partition as usize))
                 .map_or(info.delivered.stream_sequence, |p| p.end);
             let committed = info.ack_floor.stream_sequence.min(end);
-            let owner = Presence::owner(&live, &sub.feeds[partition as usize].ownership_key());
+            let owner = Presence::owner(
+                &live,
+                &sub.feeds[partition as usize].subscription_key(),
+                shared.topic.settings.partitions,
+                partition,
+            );
             partitions.push(SubscriptionPartitionInfo {
                 partition,
                 owner: owner.map(str::to_owned),

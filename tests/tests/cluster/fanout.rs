@@ -77,6 +77,14 @@ async fn three_engines_share_the_order_fanout_and_apply_every_effect_once() {
             views.windows(2).all(|pair| pair[0] == pair[1]),
             "{plugin}: {views:?}"
         );
+        let mut shares = std::collections::BTreeMap::new();
+        for owner in &views[0] {
+            *shares.entry(owner.clone()).or_insert(0) += 1;
+        }
+        assert!(
+            shares.len() == 3 && shares.values().all(|&share| share == 2 || share == 3),
+            "{plugin}: 8 partitions split {shares:?}"
+        );
         owners.extend(views[0].iter().cloned());
     }
     assert_eq!(owners.len(), 3, "partitions owned by {owners:?}");
