@@ -420,13 +420,22 @@ impl Feed {
                     held.reply.clone()
                 })
                 .collect();
+            let mut stuck = false;
             let gap = match state.sync {
                 Some(sync) => {
                     state.lease.is_none()
                         && !state.buffer.is_empty()
                         && !state.buffer.contains_key(&sync.next)
                 }
-                None => false,
+                // A failed settle (or sync) forgot the decided prefix while
+                // messages wait here: they are kept alive below, so no
+                // redelivery would ever trigger the sync. Sync now.
+                None => {
+                    if state.lease.is_none() && !state.buffer.is_empty() {
+                        stuck = true;
+                    }
+                    false
+                }
             };
             let resync = match (gap, state.gap_since) {
                 (false, _) => {
@@ -443,7 +452,7 @@ impl Feed {
                 state.gap_since = None;
                 state.sync = None;
             }
-            (progress, resync)
+            (progress, resync || stuck)
         };
         for reply in progress {
             self.reply(reply, "+WPI").await;

@@ -149,6 +149,17 @@ impl JetStreamStore {
             .cloned()
     }
 
+    /// Every subscription made through this engine.
+    fn local_subscriptions(&self) -> Vec<Arc<JsSubscription>> {
+        self.inner
+            .subs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -476,14 +487,7 @@ impl JetStreamStore {
                 return;
             }
         }
-        let subs: Vec<_> = self
-            .inner
-            .subs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let subs = self.local_subscriptions();
         let mut subscriptions = Vec::new();
         for sub in subs {
             match self.describe_subscription(&sub, &topics).await {
@@ -843,14 +847,7 @@ impl courier_core::Storage for JetStreamStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.inner.closed.store(true, Ordering::Release);
-            let subs: Vec<_> = self
-                .inner
-                .subs
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .values()
-                .cloned()
-                .collect();
+            let subs = self.local_subscriptions();
             for sub in subs {
                 sub.stop();
             }

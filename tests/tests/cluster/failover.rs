@@ -14,10 +14,6 @@ use crate::common::{self, ORDER_PLUGINS, OrderGen, Producer};
 const KILLS: usize = 3;
 
 /// A `courier serve` of the cluster at `servers`, named `engine-<index>`.
-fn engine(dir: &Path, servers: &[String], index: usize) -> CourierProcess {
-    engine_with_env(dir, servers, index, &[])
-}
-
 fn engine_with_env(
     dir: &Path,
     servers: &[String],
@@ -48,17 +44,48 @@ fn engine_with_env(
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_engines_lose_nothing_and_double_nothing() {
+/// A 3-node NATS cluster and three engines on it, started one after the
+/// other; `envs` of engine `i` from `envs(i)`.
+async fn cluster(
+    dir: &Path,
+    envs: impl Fn(usize) -> &'static [(&'static str, &'static str)],
+) -> (NatsCluster, Vec<CourierProcess>) {
     let nats = NatsCluster::start(3).await;
     let servers = nats.urls();
-    let dir = tempfile::tempdir().expect("tempdir");
     let mut engines = Vec::new();
     for index in 0..3 {
-        let mut started = engine(dir.path(), &servers, index);
+        let mut started = engine_with_env(dir, &servers, index, envs(index));
         started.wait_ready(Duration::from_secs(60)).await;
         engines.push(started);
     }
+    (nats, engines)
+}
+
+/// Waits until `client`'s cluster drained the orders, then checks that
+/// every acknowledged order is stored and every effect is there once.
+async fn check_exact(client: &courier_tests::Client, log: &common::ProducerLog, what: &str) {
+    common::wait_orders_drained(client, &ORDER_PLUGINS, Duration::from_secs(120)).await;
+    let stored = common::stored_orders(client).await;
+    common::assert_acknowledged_stored(&log.acknowledged, &stored);
+    eprintln!(
+        "{what}: {} acknowledged, {} unacknowledged, {} stored",
+        log.acknowledged.len(),
+        log.unacknowledged.len(),
+        stored.len()
+    );
+    common::check_order_plugins(client, &common::expected(&stored)).await;
+    for plugin in ORDER_PLUGINS {
+        assert!(
+            client.dead_letters(plugin).await.is_empty(),
+            "{plugin} dead-lettered a valid order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_engines_lose_nothing_and_double_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_nats, mut engines) = cluster(dir.path(), |_| &[]).await;
     let seed = std::env::var("COURIER_CRASH_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
@@ -92,23 +119,7 @@ async fn killed_engines_lose_nothing_and_double_nothing() {
         .await;
     let log = producer.stop().await;
 
-    let client = &engines[0].client;
-    common::wait_orders_drained(client, &ORDER_PLUGINS, Duration::from_secs(120)).await;
-    let stored = common::stored_orders(client).await;
-    common::assert_acknowledged_stored(&log.acknowledged, &stored);
-    eprintln!(
-        "cluster failover: {} acknowledged, {} unacknowledged, {} stored",
-        log.acknowledged.len(),
-        log.unacknowledged.len(),
-        stored.len()
-    );
-    common::check_order_plugins(&engines[2].client, &common::expected(&stored)).await;
-    for plugin in ORDER_PLUGINS {
-        assert!(
-            client.dead_letters(plugin).await.is_empty(),
-            "{plugin} dead-lettered a valid order"
-        );
-    }
+    check_exact(&engines[2].client, &log, "cluster failover").await;
     for engine in &mut engines {
         assert!(engine.is_running(), "an engine died:\n{}", engine.log());
     }
@@ -116,21 +127,16 @@ async fn killed_engines_lose_nothing_and_double_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_dead_between_effects_and_acks_has_them_applied_once() {
-    let nats = NatsCluster::start(3).await;
-    let servers = nats.urls();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut engines = Vec::new();
-    for index in 0..3 {
-        // engine-2 aborts right after applying its 5th effects record.
-        let envs: &[(&str, &str)] = if index == 2 {
+    // engine-2 aborts right after applying its 5th effects record.
+    let (_nats, mut engines) = cluster(dir.path(), |index| {
+        if index == 2 {
             &[("COURIER_FAULT_EXIT_AFTER_EFFECTS", "5")]
         } else {
             &[]
-        };
-        let mut started = engine_with_env(dir.path(), &servers, index, envs);
-        started.wait_ready(Duration::from_secs(60)).await;
-        engines.push(started);
-    }
+        }
+    })
+    .await;
     let producer = Producer::spawn(engines[0].client.clone(), OrderGen::new(5), 20);
     let died = courier_tests::wait_until(Duration::from_secs(60), || {
         let running = engines[2].is_running();
@@ -147,24 +153,13 @@ async fn an_engine_dead_between_effects_and_acks_has_them_applied_once() {
         .wait_for(producer.acknowledged(), 300, Duration::from_secs(60))
         .await;
     let log = producer.stop().await;
-    let client = &engines[1].client;
-    common::wait_orders_drained(client, &ORDER_PLUGINS, Duration::from_secs(120)).await;
-    let stored = common::stored_orders(client).await;
-    common::assert_acknowledged_stored(&log.acknowledged, &stored);
-    common::check_order_plugins(client, &common::expected(&stored)).await;
+    check_exact(&engines[1].client, &log, "fault point").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nats_server_stops_nothing_and_loses_nothing() {
-    let mut nats = NatsCluster::start(3).await;
-    let servers = nats.urls();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut engines = Vec::new();
-    for index in 0..3 {
-        let mut started = engine(dir.path(), &servers, index);
-        started.wait_ready(Duration::from_secs(60)).await;
-        engines.push(started);
-    }
+    let (mut nats, mut engines) = cluster(dir.path(), |_| &[]).await;
     let producer = Producer::spawn(engines[0].client.clone(), OrderGen::new(9), 20);
     producer
         .wait_for(producer.acknowledged(), 300, Duration::from_secs(60))
@@ -186,17 +181,7 @@ async fn a_killed_nats_server_stops_nothing_and_loses_nothing() {
             .await;
     }
     let log = producer.stop().await;
-    let client = &engines[2].client;
-    common::wait_orders_drained(client, &ORDER_PLUGINS, Duration::from_secs(120)).await;
-    let stored = common::stored_orders(client).await;
-    common::assert_acknowledged_stored(&log.acknowledged, &stored);
-    eprintln!(
-        "NATS server kills: {} acknowledged, {} unacknowledged, {} stored",
-        log.acknowledged.len(),
-        log.unacknowledged.len(),
-        stored.len()
-    );
-    common::check_order_plugins(client, &common::expected(&stored)).await;
+    check_exact(&engines[2].client, &log, "NATS server kills").await;
     for engine in &mut engines {
         assert!(engine.is_running(), "an engine died:\n{}", engine.log());
     }
