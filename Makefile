@@ -5,7 +5,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 PLUGINS_MANIFEST := plugins/Cargo.toml
 
-.PHONY: test demo demo-cluster wasm-target plugins engine fmt-check clippy bench nats-server
+.PHONY: test test-cluster-faults demo demo-cluster wasm-target plugins engine fmt-check clippy bench nats-server
 
 # Installs the Wasm target if it is missing (rustup is part of the toolchain).
 wasm-target:
@@ -43,6 +43,13 @@ demo: plugins engine
 # killed mid-run, every figure checked; everything stopped at the end.
 demo-cluster: plugins engine nats-server
 	$(CARGO) run --release -p order-fanout --bin demo-cluster
+
+# The cluster's fault tests (SIGKILLed engines, a fault point between
+# effects and acks, killed NATS servers): kept out of `make test` while a
+# partition can stay undrained after a failover (an open bug).
+test-cluster-faults: plugins nats-server
+	$(CARGO) build -p courier
+	$(CARGO) test -p courier-tests --test cluster failover -- --ignored
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
