@@ -24,7 +24,7 @@ use crate::effects::{self, Source, Targets};
 use crate::log::bounds;
 use crate::presence::Presence;
 use crate::record::{Record, RecordDead};
-use crate::subscription::{GROUP, SubShared};
+use crate::shared::{GROUP, SubShared};
 
 /// Most messages one batch holds (an effects record must fit in one NATS
 /// message).

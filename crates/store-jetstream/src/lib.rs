@@ -89,6 +89,7 @@ mod feed;
 mod log;
 mod presence;
 mod record;
+mod shared;
 mod store;
 mod subscription;
 

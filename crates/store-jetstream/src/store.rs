@@ -28,9 +28,8 @@ use crate::feed::Feed;
 use crate::log::JetStreamLog;
 use crate::presence::Presence;
 use crate::record::Record;
-use crate::subscription::{
-    JsSubscription, Stats, SubShared, consumer_config, ensure_consumers, subscriber_streams,
-};
+use crate::shared::{Stats, SubShared};
+use crate::subscription::{JsSubscription, consumer_config, ensure_consumers, subscriber_streams};
 
 /// How often the introspection snapshot is refreshed.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
